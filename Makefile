@@ -1,0 +1,26 @@
+# Two entry points for a fresh machine; each installs what it needs into .venv.
+#   make repro   the main job: the demo pipeline end to end, offline
+#   make test    the test suite
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install repro test bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/pip install -q --upgrade-strategy only-if-needed "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+
+repro: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash stages/main_job.sh
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/pip install -q -e ".[bench]"
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done

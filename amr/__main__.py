@@ -1,0 +1,5 @@
+import sys
+
+from amr.cli import main
+
+sys.exit(main())
