@@ -25,7 +25,6 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class DataConfig:
-    source: str = "demo"  # demo | download | local
     feature_dim: int = 768  # audio embedding width (one vector per clip_length seconds)
     text_dim: int = 768  # text token-state width
     max_audio_frames: int = 300  # L: longer recordings are truncated

@@ -1,0 +1,324 @@
+"""The submission packager: layout, copied fields, rounding, meta values, report PDF, errors."""
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from amr.cli import main as amr_main
+from amr.config import (
+    AffiliationConfig,
+    AuthorConfig,
+    SubmissionConfig,
+    SubmittedSystemConfig,
+    load_submission_config,
+)
+from amr.submission import SubmissionError, SystemInputs, build_submission, validate_submission
+from amr.submission.package import round_window
+from amr.submission.report_pdf import render_report
+
+EVAL_LIST = Path(__file__).parent / "fixtures" / "eval_list.jsonl"
+METRICS = {"R1@0.5": 48.4, "R1@0.7": 31.03, "mAP": 25.82, "mAP@0.5": 43.33, "mAP@0.75": 24.94}
+
+
+def eval_records() -> list[dict]:
+    return [json.loads(line) for line in EVAL_LIST.read_text().splitlines() if line.strip()]
+
+
+def make_team(**overrides) -> SubmissionConfig:
+    kaist = AffiliationConfig("KAIST", "Korea Advanced Institute of Science and Technology",
+                              "Mechanical Engineering", "Daejeon, South Korea")
+    team = SubmissionConfig(
+        title="Multi-signal cascaded grounding for audio moment retrieval",
+        abstract="We describe a QD-DETR system with frozen M2D-CLAP features.",
+        authors=[AuthorConfig("Choi", "Seungdeok", "choi@example.org", True, kaist),
+                 AuthorConfig("Park", "Yong-Hwa", "park@example.org", False, kaist)],
+        systems=[SubmittedSystemConfig("slot1", "M2D base + coarse + rerank", "M2Dbase"),
+                 SubmittedSystemConfig("slot3", "+ cascade refinement", "M2DCascade")],
+    )
+    for key, value in overrides.items():
+        setattr(team, key, value)
+    return team
+
+
+def write_run(folder: Path, run: str, windows_for=None, records=None,
+              ensemble=False) -> SystemInputs:
+    """Predictions in REVERSED list order with 12 scored windows each, plus metrics and info."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = eval_records() if records is None else records
+    lines = []
+    for i, rec in enumerate(reversed(records)):
+        if windows_for is not None:
+            windows = windows_for(rec)
+        else:
+            windows = [[j * 2.3 + i % 5, j * 2.3 + i % 5 + 4.6, 1.0 - j / 20] for j in range(12)]
+        lines.append(json.dumps({**rec, "pred_relevant_windows": windows}))
+    (folder / f"{run}.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / f"{run}.metrics.json").write_text(json.dumps(METRICS))
+    info = {"trainable_parameters": 7_512_345, "frozen_parameters": 0,
+            "loss_function": ["span_l1", "span_giou", "label", "saliency"],
+            "ensemble": ensemble, "members": 2 if ensemble else 1}
+    (folder / f"{run}.info.json").write_text(json.dumps(info))
+    return SystemInputs(run, folder / f"{run}.jsonl", folder / f"{run}.metrics.json",
+                        folder / f"{run}.info.json")
+
+
+def build_valid(tmp_path: Path) -> Path:
+    systems = [write_run(tmp_path / "runs", "slot1"), write_run(tmp_path / "runs", "slot3",
+                                                               ensemble=True)]
+    return build_submission(systems, make_team(), EVAL_LIST, tmp_path / "out")
+
+
+def test_layout_and_names(tmp_path):
+    zip_path = build_valid(tmp_path)
+    assert zip_path.name == "Choi_KAIST_task6.zip"
+    with zipfile.ZipFile(zip_path) as archive:
+        names = sorted(archive.namelist())
+    assert names == [
+        "task6/Choi_KAIST_task6.technical_report.pdf",
+        "task6/Choi_KAIST_task6_1/Choi_KAIST_task6_1.meta.yaml",
+        "task6/Choi_KAIST_task6_1/Choi_KAIST_task6_1.output.jsonl",
+        "task6/Choi_KAIST_task6_2/Choi_KAIST_task6_2.meta.yaml",
+        "task6/Choi_KAIST_task6_2/Choi_KAIST_task6_2.output.jsonl",
+    ]
+    assert validate_submission(zip_path, EVAL_LIST) == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [zip_path.name]  # no temp left
+
+
+def test_output_lines_follow_the_evaluation_list(tmp_path):
+    records = eval_records()
+    altered = [dict(r, query=r["query"].upper(), duration=float(r["duration"]) + 0.5)
+               for r in records]  # what predictions say about a query is never copied
+    run = write_run(tmp_path, "slot1", records=altered)
+    zip_path = build_submission([run], make_team(systems=make_team().systems[:1]), EVAL_LIST,
+                                tmp_path / "out")
+    with zipfile.ZipFile(zip_path) as archive:
+        text = archive.read("task6/Choi_KAIST_task6_1/Choi_KAIST_task6_1.output.jsonl").decode()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert len(lines) == len(records) == 177
+    for line, rec in zip(lines, records):
+        assert {k: line[k] for k in ("qid", "query", "vid", "duration")} == \
+            {k: rec[k] for k in ("qid", "query", "vid", "duration")}
+        assert type(line["duration"]) is type(rec["duration"])
+        windows = line["pred_relevant_windows"]
+        assert 1 <= len(windows) <= 10
+        assert all(len(w) == 2 and w[0] == int(w[0]) and w[1] == int(w[1]) for w in windows)
+    # the last list query was the first prediction line (i = 0): windows j*2.3 .. +4.6, rounded
+    assert lines[-1]["pred_relevant_windows"][:3] == [[0.0, 5.0], [2.0, 7.0], [5.0, 9.0]]
+
+
+def test_round_window():
+    assert round_window(3.2, 3.4, 60) == [3.0, 4.0]  # collapsed by rounding: one clip wide
+    assert round_window(-1.6, 10.6, 60) == [0.0, 11.0]
+    assert round_window(55.0, 90.0, 60) == [55.0, 62.0]  # clamp at duration + 2, not tighter
+    assert round_window(70.0, 80.0, 60) == [61.0, 62.0]
+
+
+def test_meta_values_come_from_config_and_runs(tmp_path):
+    zip_path = build_valid(tmp_path)
+    with zipfile.ZipFile(zip_path) as archive:
+        meta1, meta2 = (yaml.safe_load(archive.read(f"task6/{label}/{label}.meta.yaml"))
+                        for label in ("Choi_KAIST_task6_1", "Choi_KAIST_task6_2"))
+    assert list(meta1) == ["submission", "system", "results"]
+    assert meta1["submission"]["label"] == "Choi_KAIST_task6_1"
+    assert meta2["submission"]["abbreviation"] == "M2DCascade"
+    assert meta1["submission"]["authors"][0] == {
+        "lastname": "Choi", "firstname": "Seungdeok", "email": "choi@example.org",
+        "corresponding": True,
+        "affiliation": {"abbreviation": "KAIST",
+                        "institute": "Korea Advanced Institute of Science and Technology",
+                        "department": "Mechanical Engineering",
+                        "location": "Daejeon, South Korea"}}
+    model = meta1["system"]["model"]
+    assert model["trainable_parameters"] == 7_512_345 and model["freezed_parameters"] == 0
+    assert model["loss_function"] == ["span_l1", "span_giou", "label", "saliency"]
+    assert model["LLMs"] == "none"
+    assert meta1["system"]["ensemble"] is False and meta2["system"]["ensemble"] is True
+    assert meta1["results"] == {"development_testing": {"Recall1@0.7": 31.03,
+                                                        "Recall1@0.5": 48.4}}
+
+
+def test_build_is_deterministic(tmp_path):
+    first = build_valid(tmp_path / "a").read_bytes()
+    assert build_valid(tmp_path / "b").read_bytes() == first
+
+
+def pdf_xref_is_consistent(pdf: bytes) -> bool:
+    start = int(re.search(rb"startxref\s+(\d+)\s+%%EOF\s*$", pdf).group(1))
+    assert pdf[start:].startswith(b"xref")
+    header = re.match(rb"xref\s+0 (\d+)\s+", pdf[start:])
+    count, pos = int(header.group(1)), start + header.end()
+    entries = [pdf[pos + 20 * i: pos + 20 * (i + 1)] for i in range(count)]
+    for number, entry in enumerate(entries[1:], start=1):
+        offset = int(entry[:10])
+        if not pdf[offset:].startswith(f"{number} 0 obj".encode()):
+            return False
+    return entries[0].startswith(b"0000000000 65535 f")
+
+
+def test_generated_report_pdf(tmp_path):
+    zip_path = build_valid(tmp_path)
+    with zipfile.ZipFile(zip_path) as archive:
+        pdf = archive.read("task6/Choi_KAIST_task6.technical_report.pdf")
+    assert pdf.startswith(b"%PDF-1.4") and pdf.rstrip().endswith(b"%%EOF")
+    assert pdf_xref_is_consistent(pdf)
+    for text in (b"(Multi-signal cascaded grounding", b"(Seungdeok Choi, Yong-Hwa Park)",
+                 b"(ABSTRACT)", b"48.40", b"31.03", b"24.94", b"/BaseFont /Helvetica"):
+        assert text in pdf
+    # stream lengths are the real byte counts
+    for length, body in re.findall(rb"/Length (\d+) >>\nstream\n(.*?)endstream", pdf, re.S):
+        assert int(length) == len(body)
+
+
+def test_report_pdf_escapes_and_pages():
+    long_abstract = " ".join(["word"] * 3000)
+    pdf = render_report("Brackets (a) and back\\slash ≤ é", [], long_abstract,
+                        [{"system": "baseline", "R1@0.5": 25.61, "R1@0.7": 13.59,
+                          "mAP": 12.06, "mAP@0.5": 23.6, "mAP@0.75": 10.72}])
+    assert b"(Brackets \\(a\\) and back\\\\slash <= \\351)" in pdf
+    assert int(re.search(rb"/Count (\d+)", pdf).group(1)) > 1
+    assert pdf_xref_is_consistent(pdf)
+
+
+def test_given_report_pdf_is_copied(tmp_path):
+    report = tmp_path / "report.pdf"
+    report.write_bytes(b"%PDF-1.5\nreal report\n%%EOF\n")
+    systems = [write_run(tmp_path / "runs", "slot1"), write_run(tmp_path / "runs", "slot3")]
+    zip_path = build_submission(systems, make_team(), EVAL_LIST, tmp_path / "out", report)
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.read("task6/Choi_KAIST_task6.technical_report.pdf") == report.read_bytes()
+    report.write_text("not a pdf")
+    with pytest.raises(SubmissionError, match=r"report\.pdf: not a PDF"):
+        build_submission(systems, make_team(), EVAL_LIST, tmp_path / "out", report)
+
+
+def test_missing_and_extra_qids_are_errors(tmp_path):
+    records = eval_records()
+    run = write_run(tmp_path, "slot1", records=records[:100] + records[101:])
+    team = make_team(systems=make_team().systems[:1])
+    with pytest.raises(SubmissionError, match=r"slot1\.jsonl.*missing.*dcase2026_evaluation_q101"):
+        build_submission([run], team, EVAL_LIST, tmp_path / "out")
+    run = write_run(tmp_path, "slot1", records=records + [dict(records[0], qid="stray_q")])
+    with pytest.raises(SubmissionError, match=r"slot1\.jsonl.*not in the evaluation list.*stray_q"):
+        build_submission([run], team, EVAL_LIST, tmp_path / "out")
+    assert not (tmp_path / "out" / "Choi_KAIST_task6.zip").exists()
+
+
+def test_query_without_a_window_is_an_error(tmp_path):
+    target = "dcase2026_evaluation_q007"
+    run = write_run(tmp_path, "slot1", windows_for=lambda r: [] if r["qid"] == target
+                    else [[1.0, 5.0, 0.9]])
+    team = make_team(systems=make_team().systems[:1])
+    with pytest.raises(SubmissionError, match=rf"slot1\.jsonl:\d+: qid '{target}' has no "
+                                              "predicted window"):
+        build_submission([run], team, EVAL_LIST, tmp_path / "out")
+
+
+def test_bad_window_values_are_errors(tmp_path):
+    run = write_run(tmp_path, "slot1", windows_for=lambda r: [[1.0, float("nan"), 0.5]])
+    with pytest.raises(SubmissionError, match="not \\[start, end\\(, score\\)\\] of finite"):
+        build_submission([run], make_team(systems=make_team().systems[:1]), EVAL_LIST,
+                         tmp_path / "out")
+
+
+def test_team_and_run_file_errors(tmp_path):
+    runs = [write_run(tmp_path, "slot1"), write_run(tmp_path, "slot3")]
+    team = make_team()
+    team.authors[0].corresponding = False
+    team.systems[1].abbreviation = "ElevenChars"
+    team.title = ""
+    with pytest.raises(SubmissionError) as err:
+        build_submission(runs, team, EVAL_LIST, tmp_path / "out")
+    message = str(err.value)
+    assert "no author has corresponding" in message
+    assert "systems[1].abbreviation 'ElevenChars'" in message
+    assert "submission.title is empty" in message
+
+    team = make_team()
+    team.authors[0].lastname = "van Dijk"
+    with pytest.raises(SubmissionError, match="file_lastname"):
+        build_submission(runs, team, EVAL_LIST, tmp_path / "out")
+    team.file_lastname = "vanDijk"
+    assert build_submission(runs, team, EVAL_LIST, tmp_path / "out").name == \
+        "vanDijk_KAIST_task6.zip"
+
+    with pytest.raises(SubmissionError, match=r"no files given for \['slot3'\]"):
+        build_submission(runs[:1], make_team(), EVAL_LIST, tmp_path / "out")
+
+    info = json.loads(runs[0].system_info.read_text())
+    runs[0].system_info.write_text(json.dumps({**info, "ensemble": True, "members": 1}))
+    with pytest.raises(SubmissionError, match=r"slot1\.info\.json: 'ensemble' is True"):
+        build_submission(runs, make_team(), EVAL_LIST, tmp_path / "out")
+    runs[0].system_info.write_text(json.dumps({**info, "trainable_parameters": 7.5}))
+    with pytest.raises(SubmissionError, match="trainable_parameters' must be a non-negative int"):
+        build_submission(runs, make_team(), EVAL_LIST, tmp_path / "out")
+    runs[0].system_info.write_text(json.dumps(info))
+    runs[0].metrics.write_text(json.dumps({k: v for k, v in METRICS.items() if k != "R1@0.7"}))
+    with pytest.raises(SubmissionError, match=r"slot1\.metrics\.json: key 'R1@0.7'"):
+        build_submission(runs, make_team(), EVAL_LIST, tmp_path / "out")
+
+
+PARAMS = """
+submission:
+  title: A title
+  abstract: An abstract.
+  authors:
+    - lastname: Choi
+      firstname: Seungdeok
+      email: choi@example.org
+      corresponding: true
+      affiliation: {abbreviation: KAIST, institute: KAIST, department: ME, location: Daejeon}
+  systems:
+    - {run: slot1, name: M2D base, abbreviation: M2Dbase, audio_models: [M2D-CLAP]}
+    - {run: slot3, name: cascade, abbreviation: M2DCascade}
+"""
+
+
+def test_params_block_loads_into_config(tmp_path):
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    team = load_submission_config(tmp_path / "params.yaml")
+    assert team.authors[0].affiliation.abbreviation == "KAIST"
+    assert team.systems[0].audio_models == ["M2D-CLAP"]
+    assert [s.run for s in team.systems] == ["slot1", "slot3"]
+
+
+def test_cli_package_builds_and_validates(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    runs = [write_run(tmp_path / "runs", "slot1"), write_run(tmp_path / "runs", "slot3")]
+    args = ["package", "--params", str(tmp_path / "params.yaml"), "--eval-list", str(EVAL_LIST),
+            "--out", str(tmp_path / "out")]
+    for r in runs:
+        args += ["--system", f"{r.run}={r.predictions},{r.metrics},{r.system_info}"]
+    assert amr_main(args) == 0
+    assert "Choi_KAIST_task6.zip: valid" in capsys.readouterr().out
+
+    manifest = {r.run: {"predictions": f"runs/{r.run}.jsonl",
+                        "metrics": f"runs/{r.run}.metrics.json",
+                        "system_info": f"runs/{r.run}.info.json"} for r in runs}
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    args = ["package", "--team", str(tmp_path / "params.yaml"), "--eval-list", str(EVAL_LIST),
+            "--out", str(tmp_path / "out2"), "--manifest", str(tmp_path / "manifest.yaml")]
+    assert amr_main(args) == 0
+
+    assert amr_main(args[:-2] + ["--system", "slot1=only_one_path.jsonl"]) == 2
+    assert "expected RUN=PRED.jsonl,METRICS.json,INFO.json" in capsys.readouterr().err
+
+
+def test_cli_package_renames_an_invalid_zip(tmp_path, monkeypatch, capsys):
+    import amr.submission
+
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    runs = [write_run(tmp_path / "runs", "slot1"), write_run(tmp_path / "runs", "slot3")]
+    monkeypatch.setattr(amr.submission, "validate_submission",
+                        lambda zip_path, eval_list: ["task6/x: [layout] stray file"])
+    args = ["package", "--params", str(tmp_path / "params.yaml"), "--eval-list", str(EVAL_LIST),
+            "--out", str(tmp_path / "out")]
+    for r in runs:
+        args += ["--system", f"{r.run}={r.predictions},{r.metrics},{r.system_info}"]
+    assert amr_main(args) == 1
+    assert "task6/x: [layout] stray file" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Choi_KAIST_task6.zip.invalid"]
