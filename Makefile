@@ -16,7 +16,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 
 repro: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash stages/main_job.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: install
 	$(BIN)/python -m pytest -q

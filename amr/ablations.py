@@ -1,0 +1,134 @@
+"""The report's Table 2 as DVC experiments: queue the grid, collect ``dvc exp show --json``.
+
+Every row is a set of ``-S`` overrides of one system in params.yaml. Overrides are scoped to
+the system (``systems.slot1.coarse.gamma``), so an experiment re-trains only that system's
+branch; rows that only change inference (saliency threshold, slot-4 decomposition) touch only
+the fusion stage. Rows identical to a Table-1 system (or to another row) are not run again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+
+from amr.tables import Row, Table
+
+
+@dataclass
+class Variant:
+    name: str  # experiment name (dvc exp run -n)
+    group: str
+    label: str
+    system: str  # whose metrics the row reports
+    overrides: list[str] = field(default_factory=list)
+    bold: bool = False  # the configuration the report selected
+    same_as: str | None = None  # reuse: a Table-1 system name, or another row's name
+
+
+G1 = "Coarse-aux γc × span-rerank (slot 1)"
+G2 = "Mamba depth N / conv width (slot 1 + Mamba, no BC/DN)"
+G3 = "DN noise scale σ (slot 2)"
+G4 = "Cascade bound κ (slot 3)"
+G5 = "Saliency threshold τs (slot-3 seed model, no ensemble)"
+G6 = "Slot-4 decomposition"
+
+_NO_BC_DN = ["systems.slot2.boundary_contrast.enabled=false", "systems.slot2.dn.enabled=false"]
+_SINGLE = ["systems.slot4.fuse.ensemble=false"]
+
+GRID: list[Variant] = [
+    Variant("t2-coarse0-norerank", G1, "γc=0, no rerank", "slot1",
+            ["systems.slot1.coarse.enabled=false", "systems.slot1.rerank.enabled=false"]),
+    Variant("t2-coarse025-norerank", G1, "γc=0.25, no rerank", "slot1",
+            ["systems.slot1.rerank.enabled=false"]),
+    Variant("t2-coarse050-norerank", G1, "γc=0.50, no rerank", "slot1",
+            ["++systems.slot1.coarse.gamma=0.5", "systems.slot1.rerank.enabled=false"]),
+    Variant("t2-coarse025-rerank", G1, "γc=0.25, + rerank", "slot1", bold=True, same_as="slot1"),
+    Variant("t2-mamba-n2-conv4", G2, "N=2, conv 4", "slot2", ["++systems.slot2.mamba.depth=2", *_NO_BC_DN]),
+    Variant("t2-mamba-n2-conv2", G2, "N=2, conv 2", "slot2",
+            ["++systems.slot2.mamba.depth=2", "++systems.slot2.mamba.d_conv=2", *_NO_BC_DN]),
+    Variant("t2-mamba-n1-conv4", G2, "N=1, conv 4", "slot2", [*_NO_BC_DN], bold=True),
+    Variant("t2-mamba-n1-conv2", G2, "N=1, conv 2", "slot2", ["++systems.slot2.mamba.d_conv=2", *_NO_BC_DN]),
+    Variant("t2-dn-sigma003", G3, "σ=0.03", "slot2", ["++systems.slot2.dn.sigma=0.03"]),
+    Variant("t2-dn-sigma005", G3, "σ=0.05", "slot2", bold=True, same_as="slot2"),
+    Variant("t2-dn-sigma010", G3, "σ=0.10", "slot2", ["++systems.slot2.dn.sigma=0.1"]),
+    Variant("t2-cascade-kappa010", G4, "κ=0.10", "slot3", ["++systems.slot3.cascade.kappa=0.1"]),
+    Variant("t2-cascade-kappa003", G4, "κ=0.03", "slot3", ["++systems.slot3.cascade.kappa=0.03"]),
+    Variant("t2-cascade-kappa005", G4, "κ=0.05", "slot3", bold=True, same_as="slot3"),
+    Variant("t2-saliency-tau03", G5, "τs=0.3", "slot4", [*_SINGLE, "saliency_proposals.threshold=0.3"]),
+    Variant("t2-saliency-tau05", G5, "τs=0.5", "slot4", [*_SINGLE], bold=True),
+    Variant("t2-saliency-tau07", G5, "τs=0.7", "slot4", [*_SINGLE, "saliency_proposals.threshold=0.7"]),
+    Variant("t2-slot3-nofusion", G6, "slot 3 (no fusion)", "slot3", same_as="slot3"),
+    Variant("t2-ensemble-only", G6, "+2-seed ensemble", "slot4", ["systems.slot4.fuse.saliency_proposals=false"]),
+    Variant("t2-saliency-only", G6, "+saliency only", "slot4", same_as="t2-saliency-tau05"),
+    Variant("t2-both", G6, "+both (slot 4)", "slot4", bold=True, same_as="slot4"),
+]
+
+
+def queue_commands(grid: list[Variant] = GRID, dvc: str = "dvc") -> list[list[str]]:
+    """The ``dvc exp run --queue`` command of every row that needs its own run."""
+    commands = []
+    for v in grid:
+        if v.same_as is not None:
+            continue
+        cmd = [dvc, "exp", "run", "--queue", "-n", v.name]
+        for o in v.overrides:
+            cmd += ["-S", o]
+        commands.append(cmd)
+    return commands
+
+
+def queue(grid: list[Variant] = GRID, dvc: str = "dvc", dry_run: bool = False) -> list[list[str]]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    commands = queue_commands(grid, dvc)
+    for cmd in commands:
+        print(" ".join(cmd), flush=True)
+        if not dry_run:
+            subprocess.run(cmd, check=True, env=env)
+    return commands
+
+
+def _metrics_of(entry_data: dict, system: str) -> dict | None:
+    for path, content in (entry_data.get("metrics") or {}).items():
+        if path.replace("\\", "/").endswith(f"metrics/{system}.json"):
+            return (content or {}).get("data")
+    return None
+
+
+def experiments_by_name(exp_show: list[dict]) -> tuple[dict[str, dict], dict]:
+    """(experiment name -> its data, baseline commit data) from ``dvc exp show --json``."""
+    by_name, baseline = {}, None
+    for entry in exp_show:
+        if entry.get("rev") != "workspace" and baseline is None:
+            baseline = entry.get("data") or {}
+        for exp in entry.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                name = rev.get("name") or exp.get("name")
+                if name and not rev.get("error"):
+                    by_name[name] = rev.get("data") or {}
+    return by_name, baseline or {}
+
+
+def collect(exp_show: list[dict], grid: list[Variant] = GRID, title: str = "Ablations on development-testing") -> Table:
+    """Table 2 from ``dvc exp show --json`` output; missing runs show as empty cells."""
+    by_name, baseline = experiments_by_name(exp_show)
+    rows_by_name: dict[str, Row] = {}
+    table = Table(title, bold_best=False)
+    for v in grid:
+        if v.same_as in rows_by_name:
+            metrics = rows_by_name[v.same_as].metrics
+        elif v.same_as is not None:
+            metrics = _metrics_of(baseline, v.same_as)
+        else:
+            metrics = _metrics_of(by_name.get(v.name, {}), v.system)
+        row = Row(v.label, metrics or {}, bold=v.bold, group=v.group)
+        rows_by_name[v.name] = row
+        table.rows.append(row)
+    return table
+
+
+def exp_show_json(dvc: str = "dvc") -> list[dict]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    out = subprocess.run([dvc, "exp", "show", "--json"], check=True, capture_output=True,
+                         text=True, env=env)
+    return json.loads(out.stdout)
