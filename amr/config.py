@@ -44,6 +44,9 @@ class BackboneConfig:
     input_proj_layers: int = 2
     input_dropout: float = 0.5
     dropout: float = 0.1
+    # dropout on attention probabilities (QD-DETR: 0.1). Off by default: on CPU it forces the
+    # unfused attention path (~10x slower, B·heads·L² memory); residual/FFN dropout stays on
+    attention_dropout: float = 0.0
     heads: int = 8
     ffn_dim: int = 1024
     t2v_layers: int = 2  # text-to-audio cross-attention encoder

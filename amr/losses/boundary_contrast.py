@@ -1,0 +1,58 @@
+"""Per-boundary InfoNCE, report §3.3 Eq. (4).
+
+For every side (start, end) of every GT span: the positive is the normalised mean of the K
+audio projections just inside the boundary, the negatives the K frames just outside. All
+sides of the batch are handled at once. Sides without any outside frame (a span touching the
+recording's edge) are skipped; spans shorter than K use the frames they have.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from amr.spans import cw_to_se
+
+
+def boundary_frames(spans, span_mask, lengths, k: int):
+    """GT spans (B, W, 2) cw -> inside / outside frame indices and validity, each (B, W, 2, K)."""
+    length = lengths[:, None]
+    se = cw_to_se(spans) * length[..., None].to(spans.dtype)
+    start = torch.round(se[..., 0]).long()
+    start = torch.minimum(start.clamp(min=0), (length - 1).clamp(min=0))
+    end = torch.maximum(torch.minimum(torch.round(se[..., 1]).long(), length), start + 1)
+    offsets = torch.arange(k, device=spans.device)
+    start, end = start[..., None], end[..., None]
+    inside = torch.stack([start + offsets, end - 1 - offsets], 2)
+    inside_valid = torch.stack([start + offsets < end, end - 1 - offsets >= start], 2)
+    outside = torch.stack([start - 1 - offsets, end + offsets], 2)
+    outside_valid = torch.stack([start - 1 - offsets >= 0, end + offsets < length[..., None]], 2)
+    real = span_mask[..., None, None]
+    return inside, inside_valid & real, outside, outside_valid & real
+
+
+def boundary_contrast_loss(
+    audio_embed: torch.Tensor,  # (B, L, D) l2-normalised ã_t
+    text_embed: torch.Tensor,  # (B, D) l2-normalised q
+    spans: torch.Tensor,  # (B, W, 2) GT cw, normalised by each recording's length
+    span_mask: torch.Tensor,  # (B, W)
+    lengths: torch.Tensor,  # (B,)
+    k: int,
+    tau: float,
+) -> torch.Tensor:
+    inside, inside_valid, outside, outside_valid = boundary_frames(spans, span_mask.bool(), lengths, k)
+    batch = torch.arange(audio_embed.shape[0], device=audio_embed.device)[:, None, None, None]
+    last = audio_embed.shape[1] - 1
+    inside_embed = audio_embed[batch, inside.clamp(0, last)] * inside_valid[..., None]
+    pooled = F.normalize(inside_embed.sum(-2), dim=-1)  # (B, W, 2, D); mean direction = sum direction
+    positive = (pooled * text_embed[:, None, None, :]).sum(-1) / tau  # (B, W, 2)
+
+    similarity = torch.einsum("bld,bd->bl", audio_embed, text_embed) / tau  # (B, L)
+    outside_logits = similarity.gather(1, outside.clamp(0, last).flatten(1)).view(outside.shape)
+    outside_logits = outside_logits.masked_fill(~outside_valid, float("-inf"))
+
+    side_valid = outside_valid.any(-1) & inside_valid.any(-1)  # (B, W, 2)
+    if not bool(side_valid.any()):
+        return audio_embed.sum() * 0.0 + text_embed.sum() * 0.0
+    logits = torch.cat([positive[..., None], outside_logits], -1)
+    per_side = torch.logsumexp(logits, -1) - positive
+    return per_side[side_valid].mean()

@@ -1,0 +1,271 @@
+"""Transformer building blocks of QD-DETR, batch-first, with explicit boolean masks.
+
+Masks follow one convention everywhere: ``True`` = a real (valid) frame / token / key that may
+be attended to. Attention is computed with ``scaled_dot_product_attention`` on a boolean
+"may attend" mask, so padded keys never contribute to a valid query.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amr.model.position import sine_span_encoding
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    x = x.clamp(min=0.0, max=1.0)
+    return torch.log(x.clamp(min=eps) / (1.0 - x).clamp(min=eps))
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU in between (DETR's box / query MLPs)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+class InputProjection(nn.Sequential):
+    """QD-DETR's stacked LinearLayer: (LayerNorm -> Dropout -> Linear [-> ReLU]) x n.
+
+    Every layer but the last ends with a ReLU, so the output is an unconstrained embedding.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, num_layers: int, dropout: float):
+        layers = []
+        for i in range(num_layers):
+            last = i == num_layers - 1
+            block = [nn.LayerNorm(in_dim if i == 0 else out_dim), nn.Dropout(dropout)]
+            block.append(nn.Linear(in_dim if i == 0 else out_dim, out_dim))
+            if not last:
+                block.append(nn.ReLU())
+            layers.append(nn.Sequential(*block))
+        super().__init__(*layers)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    allowed: torch.Tensor | None,
+    dropout: float,
+) -> torch.Tensor:
+    """Multi-head attention on already projected inputs.
+
+    q: (B, Lq, Eqk), k: (B, Lk, Eqk), v: (B, Lk, Ev); ``allowed`` broadcastable to
+    (B, Lq, Lk), True = may attend. The q/k head width (Eqk / heads) may differ from the value
+    head width, as in conditional DETR's cross-attention. Returns (B, Lq, Ev).
+    """
+    b, lq, _ = q.shape
+    lk = k.shape[1]
+
+    def split(x: torch.Tensor, length: int) -> torch.Tensor:
+        return x.reshape(b, length, heads, -1).transpose(1, 2)
+
+    mask = None if allowed is None else allowed.unsqueeze(1)  # broadcast over heads
+    out = F.scaled_dot_product_attention(
+        split(q, lq), split(k, lk), split(v, lk), attn_mask=mask, dropout_p=dropout
+    )
+    return out.transpose(1, 2).reshape(b, lq, -1)
+
+
+def key_padding(mask: torch.Tensor) -> torch.Tensor:
+    """(B, Lk) valid mask -> (B, 1, Lk) "may attend" mask for attend()."""
+    return mask[:, None, :]
+
+
+class Attention(nn.Module):
+    """Standard multi-head attention with its own q/k/v/out projections."""
+
+    def __init__(self, dim: int, heads: int, attention_dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, attention_dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, query, key, value, allowed=None):
+        drop = self.dropout if self.training else 0.0
+        out = attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), self.heads, allowed, drop)
+        return self.out_proj(out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.linear1 = nn.Linear(dim, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+
+class TextToAudioLayer(nn.Module):
+    """QD-DETR's T2V layer: audio frames (queries) attend to text tokens, then an FFN (post-norm).
+
+    Text tokens carry no position encoding (QD-DETR's default), audio queries carry the sine
+    frame encoding. Only the audio stream is updated.
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float):
+        super().__init__()
+        self.cross_attn = Attention(dim, heads, attention_dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, audio, audio_pos, text, text_mask):
+        attended = self.cross_attn(audio + audio_pos, text, text, key_padding(text_mask))
+        audio = self.norm1(audio + self.dropout1(attended))
+        return self.norm2(audio + self.dropout2(self.ffn(audio)))
+
+
+class SelfAttentionLayer(nn.Module):
+    """DETR encoder layer: self-attention (position added to q, k) + FFN, post-norm."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float):
+        super().__init__()
+        self.self_attn = Attention(dim, heads, attention_dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, x, pos, mask):
+        qk = x + pos
+        x = self.norm1(x + self.dropout1(self.self_attn(qk, qk, x, key_padding(mask))))
+        return self.norm2(x + self.dropout2(self.ffn(x)))
+
+
+class SelfAttentionEncoder(nn.Module):
+    """The 2-layer audio encoder of QD-DETR (replaced by the bidirectional Mamba block)."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
+                 num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            SelfAttentionLayer(dim, heads, ffn_dim, dropout, attention_dropout) for _ in range(num_layers)
+        )
+
+    def forward(self, x, pos, mask):
+        for layer in self.layers:
+            x = layer(x, pos, mask)
+        return x
+
+
+class ConditionalDecoderLayer(nn.Module):
+    """Conditional-DETR decoder layer (content and position projected separately).
+
+    Cross-attention concatenates content and spatial parts per head, so its q/k heads are
+    twice as wide as its value heads. ``ca_qpos_proj`` exists only in the first layer.
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
+                 first: bool):
+        super().__init__()
+        self.heads, self.attention_dropout = heads, attention_dropout
+        self.sa_qcontent_proj = nn.Linear(dim, dim)
+        self.sa_qpos_proj = nn.Linear(dim, dim)
+        self.sa_kcontent_proj = nn.Linear(dim, dim)
+        self.sa_kpos_proj = nn.Linear(dim, dim)
+        self.sa_v_proj = nn.Linear(dim, dim)
+        self.sa_out_proj = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+
+        self.ca_qcontent_proj = nn.Linear(dim, dim)
+        self.ca_qpos_proj = nn.Linear(dim, dim) if first else None
+        self.ca_kcontent_proj = nn.Linear(dim, dim)
+        self.ca_kpos_proj = nn.Linear(dim, dim)
+        self.ca_v_proj = nn.Linear(dim, dim)
+        self.ca_qpos_sine_proj = nn.Linear(dim, dim)
+        self.ca_out_proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.norm3 = nn.LayerNorm(dim)
+        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+
+    def _concat_heads(self, content: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
+        b, n, d = content.shape
+        h = self.heads
+        return torch.cat([content.view(b, n, h, d // h), spatial.view(b, n, h, d // h)], -1).view(b, n, 2 * d)
+
+    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, self_attn_allowed):
+        drop = self.attention_dropout if self.training else 0.0
+        # self-attention among queries (the DN mask keeps denoising groups apart)
+        q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(query_pos)
+        k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(query_pos)
+        attended = attend(q, k, self.sa_v_proj(tgt), self.heads, self_attn_allowed, drop)
+        tgt = self.norm1(tgt + self.dropout1(self.sa_out_proj(attended)))
+
+        # cross-attention to the audio memory
+        q = self.ca_qcontent_proj(tgt)
+        k = self.ca_kcontent_proj(memory)
+        k_pos = self.ca_kpos_proj(pos)
+        if self.ca_qpos_proj is not None:  # first layer: position also enters the content part
+            q = q + self.ca_qpos_proj(query_pos)
+            k = k + k_pos
+        q = self._concat_heads(q, self.ca_qpos_sine_proj(query_sine_embed))
+        k = self._concat_heads(k, k_pos)
+        attended = attend(q, k, self.ca_v_proj(memory), self.heads, key_padding(memory_mask), drop)
+        tgt = self.norm2(tgt + self.dropout2(self.ca_out_proj(attended)))
+        return self.norm3(tgt + self.dropout3(self.ffn(tgt)))
+
+
+class ConditionalDecoder(nn.Module):
+    """QD-DETR's decoder: DAB-style (c, w) anchors refined layer by layer in logit space.
+
+    ``query_scale``, ``ref_point_head``, ``ref_anchor_head`` (width-modulated attention) and
+    the anchor-refinement MLP ``bbox_embed`` are shared across layers.
+    Returns the normalised hidden states of every layer (layers, B, Q, D) and the reference
+    point each layer started from (layers, B, Q, 2), in sigmoid space.
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
+                 num_layers: int):
+        super().__init__()
+        self.dim = dim
+        self.layers = nn.ModuleList(
+            ConditionalDecoderLayer(dim, heads, ffn_dim, dropout, attention_dropout, first=(i == 0))
+            for i in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.query_scale = MLP(dim, dim, dim, 2)
+        self.ref_point_head = MLP(dim, dim, dim, 2)
+        self.ref_anchor_head = MLP(dim, dim, 1, 2)
+        self.bbox_embed = MLP(dim, dim, 2, 3)
+        # refinement starts from the anchors themselves; kept through the Xavier init
+        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
+        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        self.bbox_embed.layers[-1].weight._no_reinit = True
+
+    def forward(self, tgt, memory, memory_mask, pos, anchors_unsigmoid, self_attn_allowed=None):
+        reference = anchors_unsigmoid.sigmoid()
+        references, hidden = [reference], []
+        output = tgt
+        for i, layer in enumerate(self.layers):
+            sine = sine_span_encoding(reference, self.dim)
+            query_pos = self.ref_point_head(sine)
+            if i > 0:
+                sine = sine * self.query_scale(output)
+            # width-modulated attention: scale the spatial query by predicted / anchor width
+            width_ratio = self.ref_anchor_head(output).sigmoid()[..., 0] / reference[..., 1]
+            sine = sine * width_ratio[..., None]
+            output = layer(output, memory, memory_mask, pos, query_pos, sine, self_attn_allowed)
+            hidden.append(self.norm(output))
+            if i < len(self.layers) - 1:
+                refined = (self.bbox_embed(output) + inverse_sigmoid(reference)).sigmoid()
+                references.append(refined)
+                reference = refined.detach()  # each layer learns its own residual
+        return torch.stack(hidden), torch.stack(references)

@@ -1,0 +1,113 @@
+"""Seconds per training step and peak memory per system, on CPU, at the report's sizes.
+
+One step = forward + criterion + backward + gradient clipping + AdamW update, batch 32,
+300 frames, 32 text tokens, up to 5 target windows, report widths. Each system runs in its own
+subprocess so that its peak resident memory is its own.
+
+    python bench/train_step.py [--steps 3] [--systems baseline slot1 slot2 slot3]
+
+Prints one line per system, then ONE JSON line:
+{"baseline": {"s_per_step": x, "peak_mb": y}, "slot1": ..., ...}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+BATCH, FRAMES, TOKENS, WINDOWS = 32, 300, 32, 5
+
+
+def synthetic_batch(cfg, seed: int = 0) -> dict:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.nn.functional.normalize(torch.randn(BATCH, FRAMES, cfg.data.feature_dim, generator=gen), dim=-1)
+    t = torch.arange(FRAMES, dtype=torch.float32)
+    tef = torch.stack([t / FRAMES, (t + 1) / FRAMES], -1).expand(BATCH, -1, -1)
+    text = torch.nn.functional.normalize(torch.randn(BATCH, TOKENS, cfg.data.text_dim, generator=gen), dim=-1)
+    counts = torch.randint(1, WINDOWS + 1, (BATCH,), generator=gen)
+    span_mask = torch.arange(WINDOWS)[None] < counts[:, None]
+    starts = torch.randint(0, FRAMES - 40, (BATCH, WINDOWS), generator=gen)
+    widths = torch.randint(2, 40, (BATCH, WINDOWS), generator=gen)
+    spans = torch.stack([(starts + widths / 2) / FRAMES, widths / FRAMES], -1) * span_mask[..., None]
+    frames = torch.arange(FRAMES)[None, None]
+    inside = (frames >= starts[..., None]) & (frames < (starts + widths)[..., None]) & span_mask[..., None]
+    return {
+        "audio": torch.cat([feats, tef], -1),
+        "audio_mask": torch.ones(BATCH, FRAMES, dtype=torch.bool),
+        "text": text,
+        "text_mask": torch.ones(BATCH, TOKENS, dtype=torch.bool),
+        "lengths": torch.full((BATCH,), FRAMES),
+        "spans": spans,
+        "span_mask": span_mask,
+        "saliency": inside.any(1).float(),
+        "qid": [f"q{i}" for i in range(BATCH)],
+        "vid": [f"v{i}" for i in range(BATCH)],
+        "query": ["q"] * BATCH,
+        "duration": torch.full((BATCH,), float(FRAMES)),
+    }
+
+
+def measure(system: str, steps: int) -> dict:
+    import resource
+
+    import torch
+
+    from amr.model import build_criterion, build_model, slot_configs
+
+    torch.manual_seed(0)
+    cfg = slot_configs()[system]
+    model, criterion = build_model(cfg), build_criterion(cfg)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    batch = synthetic_batch(cfg)
+    model.train()
+
+    def step() -> None:
+        terms = criterion(model(batch), batch)
+        loss = sum(criterion.weight_dict[k] * v for k, v in terms.items())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimiser.step()
+
+    step()  # warm-up: allocations and optimiser state
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - start) / steps
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"s_per_step": round(seconds, 3), "peak_mb": round(peak_mb, 1), "threads": torch.get_num_threads()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--systems", nargs="+", default=["baseline", "slot1", "slot2", "slot3"])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.steps)))
+        return 0
+
+    results = {}
+    for system in args.systems:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", system, "--steps", str(args.steps)],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            return proc.returncode
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{system:<9} {result['s_per_step']:7.3f} s/step  peak {result['peak_mb']:8.1f} MB  "
+              f"({result['threads']} threads, batch {BATCH}, {FRAMES} frames, {TOKENS} tokens)")
+        results[system] = {"s_per_step": result["s_per_step"], "peak_mb": result["peak_mb"]}
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Behaviour of the detector: shapes, gradient routing, training-only parts, masks, padding."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import amr.model.detector as detector_module
+from amr.metrics import evaluate_predictions
+from amr.model import build_criterion, build_model, count_parameters, slot_configs, with_components
+from amr.model.denoising import build_denoising_queries, denoising_attention_mask
+from amr.model.postprocess import predict_windows
+from model_batches import make_batch, no_dropout, select, small_config
+
+torch.set_num_threads(1)
+
+SLOTS = {
+    "baseline": [],
+    "slot1": ["coarse", "rerank"],
+    "slot2": ["coarse", "rerank", "mamba", "boundary_contrast", "dn"],
+    "slot3": ["coarse", "rerank", "mamba", "boundary_contrast", "dn", "cascade"],
+}
+LENGTHS = [30, 21, 17, 40]
+WINDOWS = [[(3, 9)], [(0, 5), (12, 21)], [(16, 17)], [(10, 30)]]
+
+
+def slot_config(slot: str, dropout: bool = True):
+    cfg = small_config(**{c: True for c in SLOTS[slot]})
+    return cfg if dropout else no_dropout(cfg)
+
+
+def built(cfg, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(cfg), build_criterion(cfg)
+
+
+def batch(seed: int = 0):
+    return make_batch(LENGTHS, WINDOWS, seed=seed)
+
+
+def grad_norm(module: torch.nn.Module) -> float:
+    return float(sum(p.grad.abs().sum() for p in module.parameters() if p.grad is not None))
+
+
+def term_grads(model, criterion, data, term: str) -> dict[str, float]:
+    """Gradient mass per top-level sub-module from one unweighted loss term."""
+    model.train()
+    model.zero_grad()
+    terms = criterion(model(data), data)
+    terms[term].backward()
+    return {name: grad_norm(child) for name, child in model.named_children()} | {
+        "global_token": float(model.global_token.grad.abs().sum()) if model.global_token.grad is not None else 0.0
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("slot", list(SLOTS))
+def test_outputs_and_losses_of_every_slot(slot):
+    cfg = slot_config(slot)
+    model, criterion = built(cfg)
+    data = batch()
+    model.train()
+    out = model(data)
+    b, q, l = len(LENGTHS), cfg.backbone.num_queries, max(LENGTHS)
+    assert out["pred_logits"].shape == (b, q, 2)
+    assert out["pred_spans"].shape == (b, q, 2)
+    assert out["saliency"].shape == (b, l)
+    assert len(out["aux_outputs"]) == cfg.backbone.decoder_layers - 1
+    assert ((out["pred_spans"] >= 0) & (out["pred_spans"] <= 1)).all()
+    assert ("refined_spans" in out) == cfg.cascade.enabled
+    assert ("rerank_scores" in out) == cfg.rerank.enabled
+    terms = criterion(out, data)
+    assert set(terms) == set(criterion.weight_dict), "every weighted term is produced in training"
+    for name, value in terms.items():
+        assert torch.isfinite(value), name
+    total = criterion.total(terms)
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(data)
+    assert not {"coarse", "dn", "saliency_neg", "boundary_audio"} & set(evaluated)
+
+
+def test_slot_configs_switch_components():
+    cfgs = slot_configs()
+    assert list(cfgs) == ["baseline", "slot1", "slot2", "slot3"]
+    assert not any(getattr(cfgs["baseline"], c).enabled for c in SLOTS["slot3"])
+    for slot, comps in SLOTS.items():
+        for c in SLOTS["slot3"]:
+            assert getattr(cfgs[slot], c).enabled == (c in comps)
+    with pytest.raises(ValueError, match="unknown component"):
+        with_components(cfgs["baseline"], ["warp_drive"], "x")
+
+
+def test_baseline_parameter_count_at_report_widths():
+    # the authors' 7,123,237 also holds an unused text position table + LayerNorm (8,704)
+    counts = count_parameters(build_model(slot_configs()["baseline"]))
+    assert counts["trainable"] == counts["total"] == 7_114_527
+    slot1 = count_parameters(build_model(slot_configs()["slot1"]))
+    assert slot1["total"] - counts["total"] == 131_584  # the two re-ranking projections
+
+
+def test_cascade_adds_the_reported_parameters():
+    base = slot_configs()["slot1"]
+    with_cascade = with_components(base, ["coarse", "rerank", "cascade"], "x")
+    diff = count_parameters(build_model(with_cascade))["total"] - count_parameters(build_model(base))["total"]
+    # cross-attention 263,168 + FFN 256-512-256 262,912 + 2 LayerNorms 1,024
+    # + crop position table 401 x 256 + zero head Linear(256, 2) 514
+    assert diff == 263_168 + 262_912 + 1_024 + 401 * 256 + 514
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient routing
+# ---------------------------------------------------------------------------------------------
+def test_rerank_loss_does_not_reach_the_audio_path():
+    model, criterion = built(slot_config("slot1"))
+    grads = term_grads(model, criterion, batch(), "loss_rerank")
+    assert grads["rerank"] > 0 and grads["text_proj"] > 0
+    for frozen in ("audio_proj", "t2v_layers", "audio_encoder", "decoder", "span_head", "class_head"):
+        assert grads[frozen] == 0, frozen
+
+
+def test_cascade_loss_reaches_only_the_cascade():
+    model, criterion = built(small_config(coarse=True, rerank=True, dn=True, cascade=True))
+    grads = term_grads(model, criterion, batch(), "loss_cascade_span")
+    # the head starts at zero, so at step 0 only W_delta itself receives gradient
+    assert grads["cascade"] > 0
+    assert sum(v for k, v in grads.items() if k != "cascade") == 0
+    # after the head moved, gradient reaches the crop attention, still nothing upstream
+    with torch.no_grad():
+        model.cascade.delta_head.weight.normal_(0, 0.1)
+    grads = term_grads(model, criterion, batch(), "loss_cascade_giou")
+    assert grad_norm(model.cascade.cross_attn) > 0 and grad_norm(model.cascade.crop_position) > 0
+    assert sum(v for k, v in grads.items() if k != "cascade") == 0
+
+
+def test_cascade_memory_gradient_follows_detach_switch():
+    cfg = slot_config("baseline")
+    cfg.cascade.enabled = True
+    cfg.cascade.detach_memory = False
+    model, criterion = built(cfg)
+    with torch.no_grad():
+        model.cascade.delta_head.weight.normal_(0, 0.1)
+    grads = term_grads(model, criterion, batch(), "loss_cascade_span")
+    assert grads["audio_encoder"] > 0 and grads["decoder"] == 0
+
+
+@pytest.mark.parametrize(
+    "term, reached, untouched",
+    [
+        ("loss_boundary", ["boundary", "audio_encoder", "t2v_layers", "audio_proj", "text_proj"], ["decoder", "span_head"]),
+        ("loss_span_coarse", ["audio_encoder", "decoder", "span_head", "audio_proj"], ["boundary", "saliency_proj1"]),
+        ("loss_dn_span", ["decoder", "span_head", "audio_encoder"], ["saliency_proj1", "boundary"]),
+        ("loss_saliency", ["saliency_proj1", "saliency_proj2", "audio_encoder", "global_token"], ["decoder", "span_head"]),
+        ("loss_span", ["decoder", "span_head", "query_embed", "audio_encoder"], ["saliency_proj1", "boundary"]),
+    ],
+)
+def test_loss_terms_reach_their_modules(term, reached, untouched):
+    cfg = small_config(coarse=True, rerank=True, boundary_contrast=True, dn=True)
+    model, criterion = built(cfg)
+    grads = term_grads(model, criterion, batch(), term)
+    for name in reached:
+        assert grads[name] > 0, f"{term} should reach {name}"
+    for name in untouched:
+        assert grads[name] == 0, f"{term} should not reach {name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# initialisation
+# ---------------------------------------------------------------------------------------------
+def test_cascade_is_the_identity_at_initialisation():
+    model, _ = built(small_config(coarse=True, rerank=True, dn=True, cascade=True))
+    for mode in (model.train, model.eval):
+        mode()
+        with torch.no_grad():
+            out = model(batch())
+        assert torch.equal(out["refined_spans"], out["pred_spans"])
+
+
+def test_crop_attention_equals_attention_on_gathered_crops():
+    from amr.model.cascade import CascadeRefiner, crop_index
+
+    torch.manual_seed(0)
+    refiner = CascadeRefiner(32, small_config().cascade, 0.0, 0.0).eval()
+    memory, queries = torch.randn(2, 30, 32), torch.randn(2, 3, 32)
+    start = torch.tensor([[0, 5, 20], [3, 3, 10]])
+    end = torch.tensor([[4, 30, 22], [20, 4, 25]])
+    index, valid = crop_index(start, end, max_crop=64)
+    assert index.shape == (2, 3, 25) and valid.sum(-1).tolist() == [[4, 25, 2], [17, 1, 15]]
+    got = refiner.attend_crops(queries, memory, index, valid)
+    for b in range(2):
+        for q in range(3):
+            n = int(end[b, q] - start[b, q])
+            tokens = memory[b, start[b, q]: end[b, q]] + refiner.crop_position.weight[:n]
+            expected = refiner.cross_attn(queries[b, q][None, None], tokens[None], tokens[None])
+            assert torch.allclose(got[b, q], expected[0, 0], atol=1e-5)
+
+
+def test_coarse_branch_pools_projected_audio_with_coarse_tef():
+    model, _ = built(no_dropout(small_config(coarse=True)))
+    model.eval()
+    data = make_batch([5, 8], [[(1, 3)], [(2, 6)]])
+    features = data["audio"][..., :24]
+    pooled, mask, span_scale = model.coarse_audio(features, data["audio_mask"])
+    assert pooled.shape == (2, 4, 32)
+    assert mask.tolist() == [[True, True, True, False], [True] * 4]
+    assert span_scale.tolist() == pytest.approx([5 / 6, 1.0])
+    # recording 0 (5 frames -> 3 cells): the last cell holds frame 4 alone, TEF [2/3, 3/3]
+    last = model.audio_proj(torch.cat([features[0, 4], torch.tensor([2 / 3, 1.0])]))
+    assert torch.allclose(pooled[0, 2], last, atol=1e-6)
+    first = model.audio_proj(torch.cat([features[0, :2], torch.tensor([[0.0, 1 / 3]] * 2)], -1)).mean(0)
+    assert torch.allclose(pooled[0, 0], first, atol=1e-6)
+
+
+def test_xavier_init_keeps_flagged_parameters(monkeypatch):
+    cfg = slot_config("slot3")
+    torch.manual_seed(0)
+    with_xavier = build_model(cfg)
+    monkeypatch.setattr(detector_module, "xavier_init_", lambda module: None)
+    torch.manual_seed(0)
+    without = build_model(cfg)
+    flagged = [n for n, p in with_xavier.named_parameters() if getattr(p, "_no_reinit", False)]
+    assert any(".A_log" in n for n in flagged) and any(".D" in n for n in flagged)
+    assert "cascade.delta_head.weight" in flagged
+    reference = dict(without.named_parameters())
+    for name in flagged:
+        assert torch.equal(dict(with_xavier.named_parameters())[name], reference[name]), name
+    # the Xavier init did run on the other matrices
+    name = "decoder.layers.0.sa_qcontent_proj.weight"
+    assert not torch.equal(dict(with_xavier.named_parameters())[name], reference[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# training-only parts and masks
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("component", ["coarse", "rerank", "boundary_contrast", "dn"])
+def test_training_only_components_leave_eval_outputs_unchanged(component):
+    on, _ = built(small_config(**{component: True}))
+    off, _ = built(small_config())
+    missing, unexpected = off.load_state_dict(on.state_dict(), strict=False)
+    assert not missing
+    on.eval(), off.eval()
+    data = batch()
+    with torch.no_grad():
+        a, b = on(data), off(data)
+    for key in ("pred_logits", "pred_spans", "saliency"):
+        assert torch.equal(a[key], b[key]), key
+    records_on, _ = predict_windows(a, data, on.cfg)
+    records_off, _ = predict_windows(b, data, off.cfg)
+    assert records_on == records_off
+
+
+def test_denoising_queries_do_not_change_learnable_queries():
+    cfg = slot_config("slot2", dropout=False)
+    model, _ = built(cfg)
+    model.train()
+    data = batch()
+    torch.manual_seed(1)
+    first = model(data)
+    torch.manual_seed(2)
+    second = model(data)
+    assert not torch.equal(first["dn"]["pred_spans"], second["dn"]["pred_spans"])
+    for key in ("pred_logits", "pred_spans"):
+        assert torch.allclose(first[key], second[key], atol=1e-6), key
+    # and with no denoising queries at all
+    no_dn = dict(data, spans=data["spans"][:, :0], span_mask=data["span_mask"][:, :0])
+    third = model(no_dn)
+    assert "dn" not in third
+    assert torch.allclose(first["pred_spans"], third["pred_spans"], atol=1e-6)
+
+
+def test_denoising_mask_isolates_groups():
+    spans = torch.tensor([[[0.5, 0.2], [0.3, 0.1]], [[0.6, 0.3], [0.0, 0.0]]])
+    span_mask = torch.tensor([[True, True], [True, False]])
+    dn = build_denoising_queries(spans, span_mask, copies=3, sigma=0.05)
+    assert dn.anchors_unsigmoid.shape == (2, 6, 2)
+    assert dn.target_index.tolist() == [0, 1, 0, 1, 0, 1]
+    allowed = denoising_attention_mask(4, dn)  # (B, 10, 10)
+    assert allowed.shape == (2, 10, 10)
+    assert allowed[:, :4, :4].all()
+    assert not allowed[:, :4, 4:].any() and not allowed[:, 4:, :4].any()
+    group = torch.tensor([0, 0, 1, 1, 2, 2])
+    same = group[:, None] == group[None, :]
+    assert torch.equal(allowed[0, 4:, 4:], same)
+    # sample 1: the padded target's queries are no key for others, but see themselves
+    expected = same & (dn.valid[1][None, :] | torch.eye(6, dtype=torch.bool))
+    assert torch.equal(allowed[1, 4:, 4:], expected)
+    widths = dn.anchors_unsigmoid.sigmoid()[..., 1]
+    assert (widths > 0).all()
+
+
+@pytest.mark.parametrize("slot", list(SLOTS))
+def test_predictions_do_not_depend_on_the_batch(slot):
+    model, _ = built(slot_config(slot))
+    model.eval()
+    data = make_batch([12, 40, 33], [[(2, 6)], [(5, 30)], [(0, 8)]], text_lengths=[4, 9, 7], seed=3)
+    alone = select(data, [0], pad_to=12)
+    alone["text"], alone["text_mask"] = alone["text"][:, :4], alone["text_mask"][:, :4]
+    with torch.no_grad():
+        together, single = model(data), model(alone)
+    for key in ("pred_logits", "pred_spans", "rerank_scores", "refined_spans"):
+        if key in single:
+            assert torch.allclose(together[key][0], single[key][0], atol=1e-5), key
+    assert torch.allclose(together["saliency"][0, :12], single["saliency"][0], atol=1e-5)
+
+
+def test_bad_batch_raises_a_clear_error():
+    model, _ = built(small_config())
+    data = batch()
+    with pytest.raises(ValueError, match="feature_dim"):
+        model(dict(data, audio=data["audio"][..., :-2]))
+    with pytest.raises(KeyError, match="interfaces"):
+        model({k: v for k, v in data.items() if k != "text_mask"})
+
+
+# ---------------------------------------------------------------------------------------------
+# learning: a handful of queries is memorised
+# ---------------------------------------------------------------------------------------------
+def overfit(slot: str, steps: int) -> dict:
+    cfg = slot_config(slot, dropout=False)
+    model, criterion = built(cfg, seed=0)
+    data = make_batch([24, 30, 20, 28], [[(4, 12)], [(15, 27)], [(0, 7)], [(9, 15), (20, 26)]], seed=5)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    model.train()
+    for _ in range(steps):
+        terms = criterion(model(data), data)
+        optimiser.zero_grad()
+        criterion.total(terms).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        records, _ = predict_windows(model(data), data, cfg)
+    truth = [
+        {"qid": data["qid"][i], "relevant_windows": [[float(s), float(e)] for s, e in w]}
+        for i, w in enumerate([[(4, 12)], [(15, 27)], [(0, 7)], [(9, 15), (20, 26)]])
+    ]
+    return evaluate_predictions(records, truth)
+
+
+@pytest.mark.parametrize("slot", list(SLOTS))
+def test_a_few_queries_are_memorised(slot):
+    metrics = overfit(slot, steps=150)
+    assert metrics["R1@0.7"] >= 90.0, metrics
+
+
+def test_describe_model_prints_counts_per_system(capsys):
+    import json
+
+    from amr.cli import main
+
+    assert main(["describe-model", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(counts) == ["baseline", "slot1", "slot2", "slot3"]
+    assert counts["baseline"] == {"trainable": 7_114_527, "total": 7_114_527}
+    # slot 2: Mamba replaces the two self-attention layers, plus the boundary projections
+    assert counts["slot2"]["total"] == counts["slot1"]["total"] - 1_579_520 + 876_032 + 131_584
+    assert main(["describe-model"]) == 0
+    table = capsys.readouterr().out
+    assert "slot3" in table and "7,123,237" in table
