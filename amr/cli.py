@@ -7,9 +7,16 @@ import sys
 
 # subcommand -> module in amr.commands (kept sorted)
 COMMANDS = {
+    "ablations": "amr.commands.ablations",
+    "demo-data": "amr.commands.demo_data",
+    "describe-model": "amr.commands.describe_model",
     "evaluate": "amr.commands.evaluate",
     "fuse": "amr.commands.fuse",
     "pack": "amr.commands.pack",
+    "package": "amr.commands.package",
+    "predict": "amr.commands.predict",
+    "train": "amr.commands.train",
+    "validate-submission": "amr.commands.validate_submission",
 }
 
 

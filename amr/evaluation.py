@@ -88,6 +88,24 @@ def r1_by_length_rows(params: Params) -> list[dict]:
     for system in params.systems:
         details = read_json(METRICS_DIR / f"{system}.details.json")
         for bucket, scores in details["by_gt_length"].items():
-            rows.append({"system": system, "bucket": bucket, "R1@0.7": scores.get("R1@0.7", 0.0),
+            rows.append({"label": f"{system} | {bucket}", "system": system, "bucket": bucket,
+                         "R1@0.7": scores.get("R1@0.7", 0.0),
                          "queries": scores.get("num_queries", 0)})
     return rows
+
+
+def training_curves(params: Params, system: str, stage: str = "finetune") -> list[dict]:
+    """Per-epoch scalars of a system's (primary-seed) run, merged from its dvclive files."""
+    import csv
+
+    seed = params.seeds(system)[0] if stage == "finetune" else None
+    root = run_dir(stage, system, seed) / "dvclive" / "plots" / "metrics"
+    by_step: dict[int, dict] = {}
+    for tsv in sorted(root.rglob("*.tsv")):
+        name = tsv.relative_to(root).with_suffix("").as_posix()
+        with tsv.open(newline="") as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                step = int(row["step"])
+                value = row[tsv.stem] if tsv.stem in row else row[list(row)[-1]]
+                by_step.setdefault(step, {"epoch": step + 1})[name] = float(value)
+    return [by_step[s] for s in sorted(by_step)]

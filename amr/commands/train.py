@@ -1,0 +1,96 @@
+"""``amr train``: one training stage (pre-train or fine-tune) of one system."""
+from __future__ import annotations
+
+HELP = (
+    "Train one stage of one system (report §2.4): --stage pretrain on Clotho-Moment, then "
+    "--stage finetune on CASTELLA with --init <pretrain run>/best.pt. Validates every epoch "
+    "(official metrics), keeps best.pt (val R1@0.7) and last.pt, and resumes from last.pt when "
+    "re-run. Multi-GPU: torchrun --nproc_per_node N -m amr train ... (DistributedDataParallel; "
+    "each process takes --batch-size queries, so the effective batch is N x batch size)."
+)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--params", metavar="params.yaml",
+                        help="project parameters; without it the system's defaults are used")
+    parser.add_argument("--system", required=True, metavar="NAME",
+                        help="system to train, e.g. baseline, slot1, slot2, slot3")
+    parser.add_argument("--stage", required=True, choices=["pretrain", "finetune"])
+    parser.add_argument("--train", required=True, metavar="TRAIN.h5", help="packed training split")
+    parser.add_argument("--val", required=True, metavar="VAL.h5",
+                        help="packed validation split (model selection on R1@0.7)")
+    parser.add_argument("--init", metavar="PRETRAINED.pt",
+                        help="start from these model weights (fine-tuning: the pre-train best.pt)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR")
+    parser.add_argument("--seed", type=int, help="overrides the configured seed")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard checkpoints and logs in RUN_DIR instead of resuming")
+    parser.add_argument("--epochs", type=int, help="override the stage's epochs")
+    parser.add_argument("--lr", type=float, help="override the stage's learning rate")
+    parser.add_argument("--batch-size", type=int, help="queries per step and per process")
+    parser.add_argument("--threads", type=int, help="CPU threads (0: torch default)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="load all features into memory up front (small splits)")
+    parser.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto",
+                        help="auto: a progress bar on a terminal, else one line per epoch")
+
+
+def build_configs(args):
+    """(SystemConfig, TrainConfig) from --params (or the system defaults) plus overrides."""
+    import amr.config as config
+
+    if args.params:
+        from amr.params import Params
+
+        params = Params.load(args.params)  # applies the selected profile
+        system_cfg, train_cfg = params.system(args.system), params.train
+    else:
+        from amr.model import slot_configs
+
+        systems = slot_configs()
+        if args.system not in systems:
+            raise config.ConfigError(
+                f"--system: unknown system {args.system!r}; known: {sorted(systems)}"
+            )
+        system_cfg, train_cfg = systems[args.system], config.TrainConfig()
+    stage_cfg = getattr(train_cfg, args.stage)
+    if args.epochs is not None:
+        stage_cfg.epochs = args.epochs
+    if args.lr is not None:
+        stage_cfg.lr = args.lr
+    if args.batch_size is not None:
+        train_cfg.batch_size = args.batch_size
+    if args.threads is not None:
+        train_cfg.threads = args.threads
+    if args.device is not None:
+        train_cfg.device = args.device
+    return system_cfg, train_cfg
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    from amr.config import ConfigError
+    from amr.data.annotations import DataError
+    from amr.train import TrainError, train_stage
+    from amr.training.checkpoint import CheckpointError
+
+    try:
+        system_cfg, train_cfg = build_configs(args)
+        summary = train_stage(
+            system_cfg, train_cfg, args.stage, args.train, args.val, args.out,
+            init_from=args.init, seed=args.seed, restart=args.restart, workers=args.workers,
+            in_memory=args.in_memory, progress=args.progress,
+        )
+    except (ConfigError, DataError, TrainError, CheckpointError) as exc:
+        print(f"amr train: {exc}", file=sys.stderr)
+        return 2
+    if summary is not None:  # rank 0 (every rank gets it; print once)
+        import os
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps({"best_epoch": summary["best_epoch"], **(summary["best"] or {})}))
+    return 0

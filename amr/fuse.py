@@ -1,0 +1,235 @@
+"""Slot-4 inference-time aggregation (report §3.6): score-level ensemble + saliency-as-proposals.
+
+Both schemes only pool scored windows and re-sort them; spans are never averaged, because the
+decoder slots of independently trained models are not aligned (an average of two spans is a
+midpoint that matches no real event).
+
+Order of the pool, which decides ties under the stable sort: every member's decoder windows
+(members in the order given, each in its own rank order), then every member's saliency
+proposals (same member order, best first).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from amr.config import SaliencyProposalsConfig
+
+
+class FusionError(ValueError):
+    """Member predictions that cannot be fused; the message names the file and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Saliency-as-proposals
+# ---------------------------------------------------------------------------------------------
+def rescaled_saliency(logits: np.ndarray) -> np.ndarray:
+    """rho_t = sigmoid(r_t) / max_t' sigmoid(r_t'), computed in log space.
+
+    Log space keeps the ratio exact for very negative logits, where sigmoid underflows to 0
+    and a plain division would give 0/0.
+    """
+    r = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if r.size == 0:
+        return r
+    log_sigmoid = -np.logaddexp(0.0, -r)
+    return np.exp(log_sigmoid - log_sigmoid.max())
+
+
+def saliency_proposals(
+    logits: np.ndarray,
+    threshold: float = 0.5,
+    top_k: int = 10,
+    clip_length: float = 1.0,
+) -> list[list[float]]:
+    """Contiguous runs of frames with rho_t >= threshold, as ``[start_s, end_s, mean rho]``.
+
+    Frame t covers ``[t, t + 1) * clip_length`` seconds. The ``top_k`` runs with the highest
+    score are returned best first; equal scores keep time order (stable sort).
+    """
+    rho = rescaled_saliency(logits)
+    if rho.size == 0 or not np.all(np.isfinite(rho)):
+        return []
+    above = rho >= threshold
+    # run boundaries: +1 where a run starts, -1 one past where it ends
+    edges = np.diff(np.concatenate([[0], above.astype(np.int8), [0]]))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)  # exclusive frame index
+    runs = [
+        [float(s * clip_length), float(e * clip_length), float(rho[s:e].mean())]
+        for s, e in zip(starts, ends)
+    ]
+    order = sorted(range(len(runs)), key=lambda i: -runs[i][2])  # sorted() is stable
+    return [runs[i] for i in order[: max(top_k, 0)]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------
+def pool_windows(window_lists: list[list[list[float]]], keep: int = 10) -> list[list[float]]:
+    """Concatenate scored windows in the given order, stable-sort by score, keep the best."""
+    pooled = [list(map(float, w)) for windows in window_lists for w in windows]
+    pooled.sort(key=lambda w: -w[2])  # list.sort is stable: ties keep pool order
+    return pooled[:keep]
+
+
+def fuse_predictions(
+    members: list[list[dict]],
+    saliencies: list[dict[str, np.ndarray]] | None = None,
+    proposals_cfg: SaliencyProposalsConfig | None = None,
+    keep: int = 10,
+    clip_length: float = 1.0,
+    member_names: list[str] | None = None,
+) -> list[dict]:
+    """Fuse the prediction records of ``members`` (each a list of predictions-JSONL records).
+
+    ``saliencies[m][qid]`` holds member m's per-frame saliency logits; it is only read when
+    ``proposals_cfg.enabled``. Output records follow the query order of the first member and
+    copy its ``qid, query, vid, duration``.
+    """
+    cfg = proposals_cfg or SaliencyProposalsConfig()
+    if not members:
+        raise FusionError("fuse: no member predictions given; pass at least one --member")
+    names = member_names or [f"member {i}" for i in range(len(members))]
+    use_saliency = cfg.enabled
+    if use_saliency and (saliencies is None or len(saliencies) != len(members)):
+        raise FusionError(
+            "fuse: saliency proposals are enabled but not every member has saliency arrays; "
+            "provide <member>.saliency.npz for each member or disable them (--no-saliency)"
+        )
+
+    by_qid = [_index_by_qid(records, name) for records, name in zip(members, names)]
+    reference_qids = list(by_qid[0])
+    for index, name in zip(by_qid[1:], names[1:]):
+        if set(index) != set(reference_qids):
+            missing = sorted(set(reference_qids) - set(index))[:5]
+            extra = sorted(set(index) - set(reference_qids))[:5]
+            raise FusionError(
+                f"{name}: its queries differ from {names[0]} (missing e.g. {missing}, extra "
+                f"e.g. {extra}); fuse predictions of the same split only"
+            )
+
+    fused = []
+    for qid in reference_qids:
+        decoder = [_scored_windows(index[qid], name) for index, name in zip(by_qid, names)]
+        proposals = []
+        if use_saliency:
+            for sal, name in zip(saliencies, names):
+                if qid not in sal:
+                    raise FusionError(
+                        f"{name}: no saliency array for qid {qid!r}; re-run `amr predict` "
+                        "for this member, or disable saliency proposals (--no-saliency)"
+                    )
+                proposals.append(
+                    saliency_proposals(sal[qid], cfg.threshold, cfg.top_k, clip_length)
+                )
+        windows = pool_windows(decoder + proposals, keep)
+        base = by_qid[0][qid]
+        fused.append(
+            {
+                "qid": base["qid"],
+                "query": base.get("query"),
+                "vid": base.get("vid"),
+                "duration": base.get("duration"),
+                "pred_relevant_windows": windows,
+            }
+        )
+    return fused
+
+
+def _index_by_qid(records: list[dict], name: str) -> dict[str, dict]:
+    index: dict[str, dict] = {}
+    for record in records:
+        qid = str(record["qid"])
+        if qid in index:
+            raise FusionError(f"{name}: qid {qid!r} appears twice; each query needs one line")
+        index[qid] = record
+    return index
+
+
+def _scored_windows(record: dict, name: str) -> list[list[float]]:
+    windows = record.get("pred_relevant_windows")
+    if not isinstance(windows, list) or not windows:
+        raise FusionError(f"{name}: qid {record['qid']!r} has no pred_relevant_windows")
+    for w in windows:
+        if not (isinstance(w, (list, tuple)) and len(w) == 3 and all(_finite(x) for x in w)):
+            raise FusionError(
+                f"{name}: qid {record['qid']!r}: window {w!r} is not [start, end, score]; "
+                "fusion needs scored windows as written by `amr predict`"
+            )
+    return [list(map(float, w)) for w in windows]
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+def saliency_path(predictions_path: str | Path) -> Path:
+    """``PRED.jsonl`` -> ``PRED.saliency.npz`` (the file `amr predict` writes next to it)."""
+    p = Path(predictions_path)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(stem + ".saliency.npz")
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FusionError(f"{path}: predictions file not found; create it with `amr predict`")
+    records = []
+    with path.open() as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FusionError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+            if not isinstance(record, dict) or "qid" not in record:
+                raise FusionError(f"{path}:{lineno}: expected a JSON object with a 'qid'")
+            records.append(record)
+    return records
+
+
+def read_saliency(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise FusionError(
+            f"{path}: saliency file not found; `amr predict` writes it next to the "
+            "predictions, or disable saliency proposals (--no-saliency)"
+        )
+    with np.load(path, allow_pickle=False) as npz:
+        return {key: np.asarray(npz[key]) for key in npz.files}
+
+
+def write_predictions(path: str | Path, records: list[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as fh:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+    tmp.replace(path)
+
+
+def fuse_files(
+    member_paths: list[str | Path],
+    out_path: str | Path,
+    proposals_cfg: SaliencyProposalsConfig | None = None,
+    keep: int = 10,
+    clip_length: float = 1.0,
+) -> list[dict]:
+    """Read member predictions (+ their ``.saliency.npz``), fuse, write ``out_path``."""
+    cfg = proposals_cfg or SaliencyProposalsConfig()
+    members = [read_predictions(p) for p in member_paths]
+    saliencies = [read_saliency(saliency_path(p)) for p in member_paths] if cfg.enabled else None
+    fused = fuse_predictions(
+        members, saliencies, cfg, keep, clip_length, member_names=[str(p) for p in member_paths]
+    )
+    write_predictions(out_path, fused)
+    return fused

@@ -1,0 +1,1 @@
+"""Training machinery shared by ``amr train``: checkpoints, distributed setup, progress logs."""

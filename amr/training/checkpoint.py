@@ -1,0 +1,131 @@
+"""Atomic checkpoint files, RNG state capture and the resume guard.
+
+A checkpoint is a plain dict saved with ``torch.save``. It is written to a temporary file in
+the destination directory, flushed to disk (fsync) and renamed over the target, so that a kill
+or power loss at any moment leaves either the previous complete file or the new one, never a
+torn file.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used as asked; the message names the file and the fix."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself (the directory entry); not supported on every platform."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        # checkpoints hold numpy/python RNG states and config dicts, not only tensors
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several types for a corrupt file
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); delete it to start over"
+        ) from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not an amr checkpoint (no 'model' entry)")
+    return ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states
+# ---------------------------------------------------------------------------------------------
+def capture_rng_state() -> dict:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume guard
+# ---------------------------------------------------------------------------------------------
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def describe_differences(saved: dict, current: dict, limit: int = 8) -> str:
+    """Human-readable list of the keys whose values differ between two nested dicts."""
+    a, b = flatten(saved), flatten(current)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    if not diffs:
+        return "(no field differs; the checkpoint was written by another version of amr)"
+    more = f" (+{len(diffs) - limit} more)" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor of a state dict (name, dtype, shape, bytes): equal iff identical."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    return state_digest(module.state_dict())
