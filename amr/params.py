@@ -158,10 +158,10 @@ class FusionConfig:
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
-def load_raw_params(path: str | Path = "params.yaml") -> dict:
-    """The params file with its active profile merged in."""
+def load_raw_params(path: str | Path = "params.yaml", profile: str | None = None) -> dict:
+    """The params file with its active profile (or ``profile``) merged in."""
     raw = load_yaml(path)
-    profile = raw.get("profile", "paper")
+    profile = profile or raw.get("profile", "paper")
     profiles = raw.get("profiles") or {}
     if profile not in profiles:
         raise ConfigError(f"{path}: profile {profile!r} is not defined under 'profiles:' "
@@ -191,8 +191,8 @@ class Params:
             raise ConfigError(f"{self.path}: no 'systems:' map")
 
     @classmethod
-    def load(cls, path: str | Path = "params.yaml") -> "Params":
-        return cls(load_raw_params(path), path)
+    def load(cls, path: str | Path = "params.yaml", profile: str | None = None) -> "Params":
+        return cls(load_raw_params(path, profile), path)
 
     # -- systems ------------------------------------------------------------------------------
     def trained_systems(self) -> list[str]:

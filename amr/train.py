@@ -147,17 +147,6 @@ def enabled_loss_terms(weight_dict: dict[str, float], seen_terms) -> list[str]:
     return sorted(k for k in seen_terms if weight_dict.get(k, 0) != 0)
 
 
-def count_parameters(*modules: torch.nn.Module) -> tuple[int, int]:
-    trainable = frozen = 0
-    for module in modules:
-        for p in module.parameters():
-            if p.requires_grad:
-                trainable += p.numel()
-            else:
-                frozen += p.numel()
-    return trainable, frozen
-
-
 def _load_init_weights(model: torch.nn.Module, path: Path) -> None:
     """Fine-tuning starts from the pre-trained model weights only (no optimiser, no RNG)."""
     ckpt = load_checkpoint(path)
@@ -186,16 +175,18 @@ def train_stage(
     workers: int = 0,
     in_memory: bool = False,
     progress: str = "auto",
+    restart_on_mismatch: bool = False,
 ) -> dict:
     """Train one stage; return the final summary (also written to ``out_dir/metrics.json``).
 
     Files in ``out_dir``: ``best.pt``, ``last.pt``, ``metrics.json``, ``system_info.json``,
     ``dvclive/``. ``progress``: ``auto`` (bar on a terminal, else one line per epoch),
-    ``plain``, ``rich`` or ``none``.
+    ``plain``, ``rich`` or ``none``. A ``last.pt`` of the same configuration is resumed; one of
+    another configuration is refused, or with ``restart_on_mismatch`` discarded.
     """
     from amr.data import MomentDataset, collate_moments
     from amr.metrics import evaluate_predictions
-    from amr.model import build_criterion, build_model
+    from amr.model import build_criterion, build_model, count_parameters
     from amr.predict import eval_loader, ground_truth_records, run_inference
 
     if stage not in STAGES:
@@ -223,6 +214,13 @@ def train_stage(
                                 seed, ctx.world_size)
         run_hash = config_hash(identity)
         resume = load_checkpoint(last_path) if last_path.is_file() else None
+        if resume is not None and resume.get("config_hash") != run_hash and restart_on_mismatch:
+            # a pipeline re-runs a stage because its inputs changed: start over, do not refuse
+            if ctx.is_main:
+                print(f"{last_path}: configuration changed, starting over", flush=True)
+                _clear_run_dir(out_dir)
+            ctx.barrier()
+            resume = None
         if resume is not None and resume.get("config_hash") != run_hash:
             raise TrainError(
                 f"{last_path}: written by a run with another configuration, so it cannot be "
@@ -270,7 +268,8 @@ def train_stage(
             optimizer.load_state_dict(resume["optimizer"])
             start_epoch, best, history = resume["epoch"], resume["best"], resume.get("history", [])
 
-        trainable, frozen = count_parameters(model, criterion)
+        counts = count_parameters(model)  # the criterion holds no parameters of its own
+        trainable, frozen = counts["trainable"], counts["total"] - counts["trainable"]
         train_model = model
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel

@@ -22,7 +22,7 @@ def main() -> None:
     train_stage(
         params.system(args.system), params.train, args.stage,
         packed(f"{args.stage}_train"), packed(f"{args.stage}_val"), out,
-        init_from=init, seed=seed, in_memory=True,
+        init_from=init, seed=seed, in_memory=True, restart_on_mismatch=True,
     )
 
 

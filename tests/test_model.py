@@ -1,6 +1,8 @@
 """Behaviour of the detector: shapes, gradient routing, training-only parts, masks, padding."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -350,12 +352,13 @@ def test_describe_model_prints_counts_per_system(capsys):
 
     from amr.cli import main
 
-    assert main(["describe-model", "--json"]) == 0
+    params = str(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert main(["describe-model", "--json", "--params", params]) == 0
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(counts) == ["baseline", "slot1", "slot2", "slot3"]
     assert counts["baseline"] == {"trainable": 7_114_527, "total": 7_114_527}
     # slot 2: Mamba replaces the two self-attention layers, plus the boundary projections
     assert counts["slot2"]["total"] == counts["slot1"]["total"] - 1_579_520 + 876_032 + 131_584
-    assert main(["describe-model"]) == 0
+    assert main(["describe-model", "--params", params]) == 0
     table = capsys.readouterr().out
     assert "slot3" in table and "7,123,237" in table

@@ -4,40 +4,26 @@ from __future__ import annotations
 import json
 import sys
 
-HELP = (
-    "Print trainable and total parameter counts per system (baseline, slot1-3). Without "
-    "--profile the systems are built from the report's values; with it, from params.yaml."
-)
+HELP = ("Print trainable and total parameter counts per trained system of params.yaml "
+        "(default: its paper profile, the report's widths).")
 
 # counted on the authors' implementation of the report (report widths)
 REFERENCE_COUNTS = {"baseline": 7_123_237, "slot1": 7_254_821, "slot2": 6_682_915, "slot3": 7_312_933}
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--profile", metavar="NAME",
-                        help="read the systems from params.yaml with this profile (e.g. paper, demo)")
+    parser.add_argument("--profile", default="paper", metavar="NAME",
+                        help="params.yaml profile to build the systems with (default: %(default)s)")
     parser.add_argument("--params", default="params.yaml", metavar="params.yaml",
-                        help="params file read with --profile (default: %(default)s)")
+                        help="params file (default: %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help='one JSON object {"<system>": {"trainable": N, "total": N}, ...}')
 
 
-def system_configs(params_path: str, profile: str | None) -> dict:
-    from amr.model import slot_configs
-
-    if profile is None:
-        return slot_configs()
-    from amr.config import ConfigError, deep_merge, load_yaml
+def system_configs(params_path: str, profile: str) -> dict:
     from amr.params import Params
 
-    raw = load_yaml(params_path)
-    profiles = raw.get("profiles") or {}
-    if profile not in profiles:
-        raise ConfigError(f"{params_path}: profile {profile!r} is not defined under 'profiles:' "
-                          f"(defined: {sorted(profiles)})")
-    merged = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles[profile] or {})
-    merged["profile"] = profile
-    params = Params(merged, params_path)
+    params = Params.load(params_path, profile)
     return {name: params.system(name) for name in params.trained_systems()}
 
 
@@ -54,7 +40,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(counts))
         return 0
-    show_reference = args.profile in (None, "paper")
+    show_reference = args.profile == "paper"
     header = f"{'system':<10} {'trainable':>12} {'total':>12}"
     if show_reference:
         header += f" {'reference':>12} {'difference':>11}"
