@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from amr.config import SaliencyProposalsConfig
+from amr.io import iter_jsonl
 
 
 class FusionError(ValueError):
@@ -178,21 +179,11 @@ def saliency_path(predictions_path: str | Path) -> Path:
 
 
 def read_predictions(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FusionError(f"{path}: predictions file not found; create it with `amr predict`")
     records = []
-    with path.open() as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FusionError(f"{path}:{lineno}: not valid JSON ({exc})") from None
-            if not isinstance(record, dict) or "qid" not in record:
-                raise FusionError(f"{path}:{lineno}: expected a JSON object with a 'qid'")
-            records.append(record)
+    for where, record in iter_jsonl(path, FusionError, "predictions file (create it with `amr predict`)"):
+        if "qid" not in record:
+            raise FusionError(f"{where}: expected a JSON object with a 'qid'")
+        records.append(record)
     return records
 
 

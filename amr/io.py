@@ -40,3 +40,27 @@ def write_jsonl(path: str | Path, rows) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def iter_jsonl(path: str | Path, error: type[Exception] = ValueError, what: str = "file"):
+    """Yield ``(where, record)`` for each non-blank line of a JSONL file; ``where`` is
+    ``path:line`` for error messages. A missing file, non-UTF-8 text or a line that is not a
+    JSON object raises ``error`` naming the file (and line)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise error(f"{where}: expected a JSON object")
+        yield where, record

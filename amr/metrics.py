@@ -242,19 +242,12 @@ def evaluate_predictions(predictions: list[dict], ground_truth: list[dict], deta
 
 
 def load_jsonl(path) -> list[dict]:
-    import json
-    from pathlib import Path
+    """Records of a predictions or annotation JSONL file; each must have a ``qid``."""
+    from amr.io import iter_jsonl
 
-    path = Path(path)
     rows = []
-    with path.open() as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise MetricsError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rows[-1], dict) or "qid" not in rows[-1]:
-                raise MetricsError(f"{path}:{lineno}: expected an object with key 'qid'")
+    for where, record in iter_jsonl(path, MetricsError):
+        if "qid" not in record:
+            raise MetricsError(f"{where}: expected an object with key 'qid'")
+        rows.append(record)
     return rows

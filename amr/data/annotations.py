@@ -7,10 +7,11 @@ NOT errors here; :mod:`amr.data.pack` cleans and counts them.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from amr.io import iter_jsonl
 
 
 class DataError(ValueError):
@@ -63,30 +64,15 @@ def parse_query(record: object, where: str) -> Query:
 
 def read_annotations(path: str | Path) -> list[Query]:
     """All queries of an annotation file, in file order. Blank lines are ignored."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
-
     queries: list[Query] = []
-    first_line: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    first_line: dict[str, str] = {}
+    for where, record in iter_jsonl(path, DataError, "annotation file"):
         q = parse_query(record, where)
         if q.qid in first_line:
             raise DataError(
                 f"{where}: key 'qid': duplicate qid {q.qid!r} (first on line {first_line[q.qid]})"
             )
-        first_line[q.qid] = number
+        first_line[q.qid] = where.rsplit(":", 1)[1]
         queries.append(q)
     if not queries:
         raise DataError(f"{path}: annotation file holds no queries")

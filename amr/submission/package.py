@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amr.config import SubmissionConfig
+from amr.io import iter_jsonl
 from amr.submission.meta import (
     METRIC_KEYS,
     SubmissionError,
@@ -72,29 +73,17 @@ def round_window(start: float, end: float, duration: float) -> list[float]:
     return [float(start), float(end)]
 
 
-def read_predictions(path: str | Path) -> dict[str, tuple[int, list]]:
-    """``qid -> (line number, pred_relevant_windows)`` of a predictions JSONL file."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise SubmissionError(f"{path}: predictions file not found") from None
-    records: dict[str, tuple[int, list]] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SubmissionError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(rec, dict) or "qid" not in rec or "pred_relevant_windows" not in rec:
+def read_predictions(path: str | Path) -> dict[str, tuple[str, list]]:
+    """``qid -> ("file:line", pred_relevant_windows)`` of a predictions JSONL file."""
+    records: dict[str, tuple[str, list]] = {}
+    for where, rec in iter_jsonl(path, SubmissionError, "predictions file"):
+        if "qid" not in rec or "pred_relevant_windows" not in rec:
             raise SubmissionError(f"{where}: expected an object with 'qid' and "
                                   "'pred_relevant_windows'")
         qid = str(rec["qid"])
         if qid in records:
-            raise SubmissionError(f"{where}: qid {qid!r} already on line {records[qid][0]}")
-        records[qid] = (number, rec["pred_relevant_windows"])
+            raise SubmissionError(f"{where}: qid {qid!r} already at {records[qid][0]}")
+        records[qid] = (where, rec["pred_relevant_windows"])
     return records
 
 
@@ -134,10 +123,10 @@ def output_lines(predictions: Path, queries: list[EvalQuery]) -> str:
                               f"exactly; " + "; ".join(parts))
     lines = []
     for q in queries:
-        number, windows = records[q.qid]
+        where, windows = records[q.qid]
         lines.append(json.dumps({
             "qid": q.qid, "query": q.query, "vid": q.vid, "duration": q.duration,
-            "pred_relevant_windows": submitted_windows(windows, q, f"{predictions}:{number}"),
+            "pred_relevant_windows": submitted_windows(windows, q, where),
         }, ensure_ascii=False))
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from amr.io import iter_jsonl
+
 # --- format constants (SPEC §5), shared with the packager -----------------------------------
 TOP_FOLDER = "task6"
 TEAM_PATTERN = re.compile(r"^([A-Za-z]+)_([A-Za-z0-9]+)$")
@@ -31,6 +33,7 @@ AFFILIATION_KEYS = ("abbreviation", "institute", "department", "location")
 MODEL_TEXT_KEYS = ("audio_models", "text_models", "LLMs")
 DATASET_KEYS = ("data_augmentation", "external_data_resources", "audio_captions")
 RESULT_KEYS = ("Recall1@0.7", "Recall1@0.5")
+
 
 
 def team_prefix(lastname: str, institute: str) -> str:
@@ -73,23 +76,9 @@ def _is_number(value) -> bool:
 def read_eval_list(path: str | Path) -> list[EvalQuery]:
     """The blind evaluation queries in file order, values exactly as written (duration kept
     int when it is int, so that the submitted lines copy it unchanged)."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ValueError(f"{path}: evaluation list not found (give --eval-list)") from None
     queries: list[EvalQuery] = []
     seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(rec, dict):
-            raise ValueError(f"{where}: expected a JSON object")
+    for where, rec in iter_jsonl(path, ValueError, "evaluation list (give --eval-list)"):
         for key in ("qid", "query", "vid"):
             if not isinstance(rec.get(key), str) or not rec[key]:
                 raise ValueError(f"{where}: key '{key}' must be a non-empty string")
