@@ -1,0 +1,61 @@
+"""Does training learn? Development-testing metrics of the trained systems of a finished
+`dvc repro` against an untrained slot-3 model and a duration prior, on the same split.
+
+The duration prior predicts, for every query, the 10 most frequent normalised training windows
+(5 % bins) scaled to the recording's length: what a model knowing only where moments usually
+are would answer. Run from the repository root after `dvc repro`.
+"""
+import json
+from collections import Counter
+
+import numpy as np
+import torch
+
+from amr.data import MomentDataset
+from amr.io import read_json
+from amr.metrics import evaluate_predictions, load_jsonl
+from amr.model import build_model
+from amr.params import Params
+from amr.pipeline import PREDICT_SPLITS, ground_truth, metrics_file, packed
+from amr.predict import eval_loader, run_inference
+
+KEYS = ("R1@0.5", "R1@0.7", "mAP")
+
+
+def duration_prior(train: MomentDataset, test: MomentDataset) -> list[dict]:
+    frames = np.diff(train.audio_offsets)
+    bins = Counter()
+    for row in train.rows:
+        n = frames[train.recording[row]]
+        for s, e in train.windows[train.window_offsets[row]: train.window_offsets[row + 1]]:
+            bins[(round(s / n * 20) / 20, round(e / n * 20) / 20)] += 1
+    top = [(s, e, c) for (s, e), c in bins.most_common() if e > s][:10]
+    test_frames = np.diff(test.audio_offsets)
+    return [{"qid": qid, "pred_relevant_windows": [[round(s * n), round(e * n), c] for s, e, c in top]}
+            for qid, n in ((q, test_frames[test.recording[r]]) for r, q in enumerate(test.qids))]
+
+
+def main() -> None:
+    params = Params.load()
+    cfg = params.system("slot3")
+    split = PREDICT_SPLITS["test"]
+    gt = load_jsonl(ground_truth(split))
+    test = MomentDataset(packed(split), cfg.data, train=False)
+    torch.manual_seed(params.train.seed)
+    untrained_model = build_model(cfg).eval()
+    untrained, _ = run_inference(untrained_model, eval_loader(test, params.train.eval_batch_size), cfg)
+    train = MomentDataset(packed("finetune_train"), cfg.data, train=True)
+    rows = {
+        "untrained slot3": evaluate_predictions(untrained, gt),
+        "duration prior": evaluate_predictions(duration_prior(train, test), gt),
+    }
+    for system in params.systems:
+        rows[f"trained {system}"] = read_json(metrics_file(system))
+    print(f"{'development-testing':<22}" + "".join(f"{k:>9}" for k in KEYS))
+    for name, m in rows.items():
+        print(f"{name:<22}" + "".join(f"{m[k]:>9.2f}" for k in KEYS))
+    print(json.dumps({name: {k: m[k] for k in KEYS} for name, m in rows.items()}))
+
+
+if __name__ == "__main__":
+    main()
