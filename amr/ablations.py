@@ -65,6 +65,18 @@ GRID: list[Variant] = [
 ]
 
 
+def find_dvc() -> str:
+    """The dvc executable: on PATH, else beside this Python (an unactivated virtualenv)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    found = shutil.which("dvc") or shutil.which("dvc", path=str(Path(sys.executable).parent))
+    if not found:
+        raise FileNotFoundError("dvc not found on PATH nor beside this Python; install it (pip install dvc)")
+    return found
+
+
 def queue_commands(grid: list[Variant] = GRID, dvc: str = "dvc") -> list[list[str]]:
     """The ``dvc exp run --queue`` command of every row that needs its own run."""
     commands = []
@@ -78,9 +90,9 @@ def queue_commands(grid: list[Variant] = GRID, dvc: str = "dvc") -> list[list[st
     return commands
 
 
-def queue(grid: list[Variant] = GRID, dvc: str = "dvc", dry_run: bool = False) -> list[list[str]]:
+def queue(grid: list[Variant] = GRID, dvc: str | None = None, dry_run: bool = False) -> list[list[str]]:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    commands = queue_commands(grid, dvc)
+    commands = queue_commands(grid, dvc or ("dvc" if dry_run else find_dvc()))
     for cmd in commands:
         print(" ".join(cmd), flush=True)
         if not dry_run:
@@ -102,6 +114,9 @@ def experiments_by_name(exp_show: list[dict]) -> tuple[dict[str, dict], dict]:
         if entry.get("rev") != "workspace" and baseline is None:
             baseline = entry.get("data") or {}
         for exp in entry.get("experiments") or []:
+            # queued or running experiments show their base commit's metrics: not results yet
+            if (exp.get("executor") or {}).get("state", "success") != "success":
+                continue
             for rev in exp.get("revs") or []:
                 name = rev.get("name") or exp.get("name")
                 if name and not rev.get("error"):
@@ -127,8 +142,8 @@ def collect(exp_show: list[dict], grid: list[Variant] = GRID, title: str = "Abla
     return table
 
 
-def exp_show_json(dvc: str = "dvc") -> list[dict]:
+def exp_show_json(dvc: str | None = None) -> list[dict]:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    out = subprocess.run([dvc, "exp", "show", "--json"], check=True, capture_output=True,
+    out = subprocess.run([dvc or find_dvc(), "exp", "show", "--json"], check=True, capture_output=True,
                          text=True, env=env)
     return json.loads(out.stdout)

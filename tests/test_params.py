@@ -170,14 +170,18 @@ def test_collect_reads_exp_show_json():
     data = [
         {"rev": "workspace", "data": {}},
         {"rev": "abc", "name": "main", "data": {"metrics": slot1},
-         "experiments": [{"name": "t2-coarse0-norerank", "revs": [
-             {"rev": "def", "name": "t2-coarse0-norerank", "data": {"metrics": {"metrics/slot1.json": {"data": m}}}}]}]},
+         "experiments": [
+             {"name": "t2-coarse0-norerank", "executor": {"state": "success"}, "revs": [
+                 {"rev": "def", "name": "t2-coarse0-norerank", "data": {"metrics": {"metrics/slot1.json": {"data": m}}}}]},
+             {"name": "t2-dn-sigma003", "executor": {"state": "running"}, "revs": [
+                 {"rev": "ghi", "name": "t2-dn-sigma003", "data": {"metrics": {"metrics/slot2.json": {"data": m}}}}]},
+         ]},
     ]
     table = ablations.collect(data)
     rows = {r.label: r for r in table.rows}
     assert rows["γc=0, no rerank"].metrics["R1@0.7"] == 2.0
     assert rows["γc=0.25, + rerank"].metrics["R1@0.7"] == 9.0 and rows["γc=0.25, + rerank"].bold
-    assert rows["σ=0.03"].metrics == {}
+    assert rows["σ=0.03"].metrics == {}  # still running: its base commit's metrics are not its own
 
 
 # ------------------------------------------------------------------ rendering

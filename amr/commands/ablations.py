@@ -9,11 +9,11 @@ def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     q = sub.add_parser("queue", help="queue every Table-2 row that needs its own run")
     q.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
-    q.add_argument("--dvc", default="dvc", help="dvc executable")
+    q.add_argument("--dvc", help="dvc executable (default: on PATH, else beside this Python)")
     t = sub.add_parser("table", help="collect the experiments into reports/table2.{md,csv,tex}")
     t.add_argument("--exp-json", help="read this `dvc exp show --json` output instead of running dvc")
     t.add_argument("--out", default="reports/table2", help="output stem (default reports/table2)")
-    t.add_argument("--dvc", default="dvc", help="dvc executable")
+    t.add_argument("--dvc", help="dvc executable (default: on PATH, else beside this Python)")
 
 
 def run(args) -> int:
