@@ -37,8 +37,8 @@ _NO_BC_DN = ["systems.slot2.boundary_contrast.enabled=false", "systems.slot2.dn.
 _SINGLE = ["systems.slot4.fuse.ensemble=false"]
 
 GRID: list[Variant] = [
-    Variant("t2-coarse0-norerank", G1, "γc=0, no rerank", "slot1",
-            ["systems.slot1.coarse.enabled=false", "systems.slot1.rerank.enabled=false"]),
+    # slot 1 without its two components is the baseline system, trained identically
+    Variant("t2-coarse0-norerank", G1, "γc=0, no rerank", "slot1", same_as="baseline"),
     Variant("t2-coarse025-norerank", G1, "γc=0.25, no rerank", "slot1",
             ["systems.slot1.rerank.enabled=false"]),
     Variant("t2-coarse050-norerank", G1, "γc=0.50, no rerank", "slot1",

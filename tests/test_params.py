@@ -171,15 +171,15 @@ def test_collect_reads_exp_show_json():
         {"rev": "workspace", "data": {}},
         {"rev": "abc", "name": "main", "data": {"metrics": slot1},
          "experiments": [
-             {"name": "t2-coarse0-norerank", "executor": {"state": "success"}, "revs": [
-                 {"rev": "def", "name": "t2-coarse0-norerank", "data": {"metrics": {"metrics/slot1.json": {"data": m}}}}]},
+             {"name": "t2-coarse025-norerank", "executor": {"state": "success"}, "revs": [
+                 {"rev": "def", "name": "t2-coarse025-norerank", "data": {"metrics": {"metrics/slot1.json": {"data": m}}}}]},
              {"name": "t2-dn-sigma003", "executor": {"state": "running"}, "revs": [
                  {"rev": "ghi", "name": "t2-dn-sigma003", "data": {"metrics": {"metrics/slot2.json": {"data": m}}}}]},
          ]},
     ]
     table = ablations.collect(data)
     rows = {r.label: r for r in table.rows}
-    assert rows["γc=0, no rerank"].metrics["R1@0.7"] == 2.0
+    assert rows["γc=0.25, no rerank"].metrics["R1@0.7"] == 2.0
     assert rows["γc=0.25, + rerank"].metrics["R1@0.7"] == 9.0 and rows["γc=0.25, + rerank"].bold
     assert rows["σ=0.03"].metrics == {}  # still running: its base commit's metrics are not its own
 
@@ -196,3 +196,14 @@ def test_table_marks_best_per_column_and_spread():
     csv_text = to_csv(t)
     assert csv_text.splitlines()[0].startswith("group,system,R1@0.5")
     assert ",b,2.00,4.00," in csv_text
+
+
+def test_reused_rows_are_really_identical(params):
+    """γc=0 without rerank is slot 1 with both components off: the baseline system."""
+    import dataclasses
+
+    raw = copy.deepcopy(params.raw)
+    _apply(raw, "systems.slot1.coarse.enabled=false")
+    _apply(raw, "systems.slot1.rerank.enabled=false")
+    stripped = dataclasses.replace(Params(raw).system("slot1"), name="baseline")
+    assert stripped == params.system("baseline")
