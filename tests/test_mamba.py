@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from amr.model.mamba import (
     reverse_valid_frames_index,
 )
 from amr.model.selective_scan import ChunkedSelectiveScan, selective_scan
+from amr.params import Params
 
 torch.set_num_threads(1)
 
@@ -132,15 +134,14 @@ def test_fused_scan_falls_back_to_eager_when_compiling_fails(monkeypatch):
     assert not scan_module.fused_scan_available()  # monkeypatch restores the flag afterwards
 
 
-def test_fused_path_is_opt_in_and_only_for_large_cpu_scans(monkeypatch):
+def test_fused_path_follows_the_knob_and_only_for_large_cpu_scans():
     small, large = torch.empty(10, 2, 8), torch.empty(300, 32, 512)
-    monkeypatch.delenv("AMR_FUSED_SCAN", raising=False)
-    assert not scan_module.use_fused_scan(large, 16)
-    monkeypatch.setenv("AMR_FUSED_SCAN", "0")
-    assert not scan_module.use_fused_scan(large, 16)
-    monkeypatch.setenv("AMR_FUSED_SCAN", "1")
-    assert not scan_module.use_fused_scan(small, 16)
-    assert scan_module.use_fused_scan(large, 16) == scan_module.fused_scan_available()
+    assert not scan_module.use_fused_scan(large, 16, compile_cpu_scan=False)
+    assert not scan_module.use_fused_scan(small, 16, compile_cpu_scan=True)
+    assert scan_module.use_fused_scan(large, 16, compile_cpu_scan=True) == scan_module.fused_scan_available()
+    demo = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", profile="demo")
+    assert demo.system("slot3").mamba.compile_cpu_scan is False  # short demo runs stay eager
+    assert MambaConfig().compile_cpu_scan is True  # the report's (paper) configuration
 
 
 def test_scan_core_passes_gradcheck():

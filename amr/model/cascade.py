@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amr.config import CascadeConfig
+from amr.model.dropout import Dropout
 from amr.model.heads import span_frame_interval
 from amr.model.transformer import Attention, FeedForward
 
@@ -36,7 +37,7 @@ class CascadeRefiner(nn.Module):
         self.cross_attn = Attention(dim, cfg.heads, attention_dropout)
         self.ffn = FeedForward(dim, cfg.ffn_dim, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
         self.delta_head = nn.Linear(dim, 2)
         # zero head: the refinement is exactly the identity at initialisation
         nn.init.zeros_(self.delta_head.weight)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from amr.config import MambaConfig
-from amr.model.selective_scan import selective_scan_time_major
+from amr.model.selective_scan import selective_scan_time_major, use_fused_scan
 
 # mamba-ssm is an optional GPU extra: only look whether it is installed here, import it on first use.
 _HAS_MAMBA_SSM = importlib.util.find_spec("mamba_ssm") is not None
@@ -42,8 +42,9 @@ def _mamba_ssm_selective_scan():
 class Mamba(nn.Module):
     """One causal Mamba mixer: (B, L, d_model) → (B, L, d_model).
 
-    d_inner = expand · d_model; dt_rank = ceil(d_model / 16). ``chunk`` only trades speed for
-    memory in the CPU scan; it does not change the result.
+    d_inner = expand · d_model; dt_rank = ceil(d_model / 16). ``chunk`` (speed against memory)
+    and ``compile_cpu_scan`` (compiled chunk kernels for large CPU scans) only choose how the CPU
+    scan runs; neither changes the result.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class Mamba(nn.Module):
         d_conv: int = 4,
         expand: int = 2,
         chunk: int = 8,
+        compile_cpu_scan: bool = False,
         dt_min: float = 0.001,
         dt_max: float = 0.1,
         dt_init_floor: float = 1e-4,
@@ -68,6 +70,7 @@ class Mamba(nn.Module):
         self.d_conv = d_conv
         self.expand = expand
         self.chunk = chunk
+        self.compile_cpu_scan = compile_cpu_scan
         self.d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16)
         self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
@@ -134,6 +137,7 @@ class Mamba(nn.Module):
             delta_bias=_at_least_fp32(self.dt_proj.bias),
             delta_softplus=True,
             chunk=self.chunk,
+            fused=use_fused_scan(u, self.d_state, self.compile_cpu_scan),
         )
         return self.out_proj(y)
 
@@ -219,7 +223,8 @@ class BidirectionalMambaBlock(nn.Module):
 
     def __init__(self, d_model: int, cfg: MambaConfig):
         super().__init__()
-        kwargs = dict(d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, chunk=cfg.chunk)
+        kwargs = dict(d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, chunk=cfg.chunk,
+                      compile_cpu_scan=cfg.compile_cpu_scan)
         self.forward_mamba = Mamba(d_model, **kwargs)
         self.reverse_mamba = Mamba(d_model, **kwargs)
         self.norm = nn.LayerNorm(d_model)

@@ -17,16 +17,15 @@ chunk is a contiguous slab, so every per-step and per-chunk operation runs on de
 Two implementations of the per-chunk work give the same results:
 - eager: in-place buffers, one fused multiply-add per step, batched mat-vecs for the contractions;
 - fused: the same arithmetic as plain expressions compiled by ``torch.compile`` (C++ on CPU),
-  faster per chunk. Compiling takes 10-40 s per new shape (each new batch size recompiles), which
-  a short run or a pipeline of many small training processes never earns back, so it is opt-in:
-  the environment variable AMR_FUSED_SCAN=1 uses it for large CPU scans (``use_fused_scan``),
-  unset or 0 keeps the eager path. If compiling fails (e.g. no C++ compiler), a warning is
-  issued and the eager path takes over.
+  about 1.7x faster per chunk at the report's sizes. Compiling takes 10-20 s per process (a
+  second batch size recompiles once, with a dynamic batch dimension), which long training runs
+  earn back and a pipeline of short demo runs does not; the knob ``mamba.compile_cpu_scan``
+  (params.yaml) chooses, and only scans large enough to pay off use it (``use_fused_scan``).
+  If compiling fails (e.g. no C++ compiler), a warning is issued and the eager path takes over.
 """
 from __future__ import annotations
 
 import math
-import os
 import warnings
 
 import torch
@@ -146,42 +145,45 @@ def _backward_eager(u, delta, A, B, C, entry, grad_y, chunk: int):
 # (TorchInductor writes one C++ loop nest per fusion group, so the per-step work of a chunk stays
 # in registers/cache instead of streaming (chunk, B, D, N) buffers through memory ~20 times).
 # ---------------------------------------------------------------------------------------------
-def _forward_chunk(delta, delta_u, A, B, C, h):
-    """One chunk: delta, delta_u (T, B, D); B, C (T, B, N); h (B, D, N) → y (T, B, D), last state."""
+def _forward_chunk(delta, u, A, B, C, h):
+    """One chunk: delta, u (T, B, D); B, C (T, B, N); h (B, D, N) → y (T, B, D), last state."""
     ys = []
     for i in range(delta.shape[0]):
-        h = torch.exp(delta[i].unsqueeze(-1) * A) * h + delta_u[i].unsqueeze(-1) * B[i].unsqueeze(-2)
+        delta_u = delta[i] * u[i]
+        h = torch.exp(delta[i].unsqueeze(-1) * A) * h + delta_u.unsqueeze(-1) * B[i].unsqueeze(-2)
         ys.append((h * C[i].unsqueeze(-2)).sum(-1))
     return torch.stack(ys), h
 
 
-def _backward_chunk(delta, delta_u, A, B, C, h0, grad_y, carry):
+def _backward_chunk(delta, u, A, B, C, h0, grad_y, carry):
     """Back-propagate through one chunk given dLoss/dh flowing in from the next chunk (``carry``).
 
-    Returns d(Δu), dΔ (through the decay), this chunk's share of dA, dB, dC, and the carry for
-    the previous chunk, exp(Δ_0 A) ⊙ dh_0.
+    Returns du, dΔ, this chunk's share of dA, dB, dC, and the carry for the previous chunk,
+    exp(Δ_0 A) ⊙ dh_0.
     """
     steps = delta.shape[0]
     decays, states = [], []
     h = h0
     for i in range(steps):
         decays.append(torch.exp(delta[i].unsqueeze(-1) * A))
-        h = decays[i] * h + delta_u[i].unsqueeze(-1) * B[i].unsqueeze(-2)
+        h = decays[i] * h + (delta[i] * u[i]).unsqueeze(-1) * B[i].unsqueeze(-2)
         states.append(h)
     grad_h = carry
     grad_A = torch.zeros_like(A)
-    grad_delta_u, grad_delta, grad_B, grad_C = [None] * steps, [None] * steps, [None] * steps, [None] * steps
+    grad_u, grad_delta, grad_B, grad_C = [None] * steps, [None] * steps, [None] * steps, [None] * steps
     for i in reversed(range(steps)):
         grad_h = grad_h + grad_y[i].unsqueeze(-1) * C[i].unsqueeze(-2)
         grad_C[i] = (states[i] * grad_y[i].unsqueeze(-1)).sum(-2)
-        grad_delta_u[i] = (grad_h * B[i].unsqueeze(-2)).sum(-1)
-        grad_B[i] = (grad_h * delta_u[i].unsqueeze(-1)).sum(-2)
+        grad_delta_u = (grad_h * B[i].unsqueeze(-2)).sum(-1)
+        grad_B[i] = (grad_h * (delta[i] * u[i]).unsqueeze(-1)).sum(-2)
         grad_log_decay = grad_h * decays[i] * (states[i - 1] if i > 0 else h0)
-        grad_delta[i] = (grad_log_decay * A).sum(-1)
+        # Δ enters through the decay and through the input term Δu
+        grad_delta[i] = (grad_log_decay * A).sum(-1) + grad_delta_u * u[i]
+        grad_u[i] = grad_delta_u * delta[i]
         grad_A = grad_A + (grad_log_decay * delta[i].unsqueeze(-1)).sum(0)
         grad_h = decays[i] * grad_h
     return (
-        torch.stack(grad_delta_u),
+        torch.stack(grad_u),
         torch.stack(grad_delta),
         grad_A,
         torch.stack(grad_B),
@@ -202,14 +204,15 @@ def fused_scan_available() -> bool:
     return _FUSED["disabled"] is None
 
 
-def use_fused_scan(u: torch.Tensor, d_state: int) -> bool:
-    """With AMR_FUSED_SCAN=1: fused on CPU when the scan is large enough to earn its compile."""
-    if os.environ.get("AMR_FUSED_SCAN", "0") != "1" or u.device.type != "cpu" or not fused_scan_available():
+def use_fused_scan(u: torch.Tensor, d_state: int, compile_cpu_scan: bool) -> bool:
+    """Fused when asked for, on CPU, for a scan large enough to earn its compile."""
+    if not compile_cpu_scan or u.device.type != "cpu" or not fused_scan_available():
         return False
     return u.numel() * d_state >= FUSED_MIN_WORK
 
 
 def _fused_kernels():
+    """Compiled (forward chunk, backward chunk)."""
     if _FUSED["kernels"] is None:
         _FUSED["kernels"] = (torch.compile(_forward_chunk), torch.compile(_backward_chunk))
     return _FUSED["kernels"]
@@ -219,8 +222,8 @@ def _disable_fused(exc: Exception) -> None:
     _FUSED["disabled"] = exc
     warnings.warn(
         f"selective scan: compiling the fused CPU kernels failed ({type(exc).__name__}: {exc}); "
-        "using the eager chunked scan (same results, slower). Install a C++ compiler or set "
-        "AMR_FUSED_SCAN=0 to silence this.",
+        "using the eager chunked scan (same results, slower). Install a C++ compiler, or set "
+        "mamba.compile_cpu_scan: false in params.yaml to silence this.",
         RuntimeWarning,
         stacklevel=3,
     )
@@ -241,16 +244,15 @@ def _chunk_views(tensors, start: int, chunk: int):
 def _forward_fused(u, delta, A, B, C, chunk: int):
     L, batch, d_inner = u.shape
     n_chunks = math.ceil(L / chunk)
-    forward_chunk, _ = _fused_kernels()
-    delta_u = delta * u
+    forward_chunk = _fused_kernels()[0]
     entry = u.new_empty(n_chunks, batch, d_inner, A.shape[1])
     entry[0].zero_()
     y = u.new_empty(L, batch, d_inner)
     h = entry[0]
     for k in range(n_chunks):
         t0 = k * chunk
-        delta_k, delta_u_k, B_k, C_k = _chunk_views((delta, delta_u, B, C), t0, chunk)
-        y_k, h = forward_chunk(delta_k, delta_u_k, A, B_k, C_k, h)
+        delta_k, u_k, B_k, C_k = _chunk_views((delta, u, B, C), t0, chunk)
+        y_k, h = forward_chunk(delta_k, u_k, A, B_k, C_k, h)
         y[t0 : t0 + chunk] = y_k[: min(chunk, L - t0)]
         if k + 1 < n_chunks:
             entry[k + 1].copy_(h)
@@ -258,27 +260,27 @@ def _forward_fused(u, delta, A, B, C, chunk: int):
 
 
 def _backward_fused(u, delta, A, B, C, entry, grad_y, chunk: int):
+    """Gradients of u, Δ, A, B and C."""
     L = u.shape[0]
     n_chunks = entry.shape[0]
-    _, backward_chunk = _fused_kernels()
-    delta_u = delta * u
-    grad_delta_u, grad_delta = torch.empty_like(u), torch.empty_like(u)
+    backward_chunk = _fused_kernels()[1]
+    grad_u, grad_delta = torch.empty_like(u), torch.empty_like(u)
     grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
     grad_A = torch.zeros_like(A)
     carry = torch.zeros_like(entry[0])
     for k in reversed(range(n_chunks)):
         t0 = k * chunk
         n = min(chunk, L - t0)
-        delta_k, delta_u_k, B_k, C_k, grad_y_k = _chunk_views((delta, delta_u, B, C, grad_y), t0, chunk)
-        g_du, g_delta, g_A, g_B, g_C, carry = backward_chunk(
-            delta_k, delta_u_k, A, B_k, C_k, entry[k].clone(), grad_y_k, carry
+        delta_k, u_k, B_k, C_k, grad_y_k = _chunk_views((delta, u, B, C, grad_y), t0, chunk)
+        g_u, g_delta, g_A, g_B, g_C, carry = backward_chunk(
+            delta_k, u_k, A, B_k, C_k, entry[k].clone(), grad_y_k, carry
         )
-        grad_delta_u[t0 : t0 + n] = g_du[:n]
+        grad_u[t0 : t0 + n] = g_u[:n]
         grad_delta[t0 : t0 + n] = g_delta[:n]
         grad_B[t0 : t0 + n] = g_B[:n]
         grad_C[t0 : t0 + n] = g_C[:n]
         grad_A += g_A
-    return grad_delta_u, grad_delta, grad_A, grad_B, grad_C
+    return grad_u, grad_delta, grad_A, grad_B, grad_C
 
 
 class ChunkedSelectiveScan(torch.autograd.Function):
@@ -315,12 +317,12 @@ class ChunkedSelectiveScan(torch.autograd.Function):
             except Exception as exc:  # noqa: BLE001
                 _disable_fused(exc)
         if grads is None:
-            grads = _backward_eager(u, delta, A, B, C, entry, grad_y, ctx.chunk)
-        grad_delta_u, grad_delta, grad_A, grad_B, grad_C = grads
-        # Δu enters as a product: d u = d(Δu) Δ, and dΔ gains d(Δu) u.
-        grad_delta = grad_delta + grad_delta_u * u
-        grad_u = grad_delta_u * delta
-        return grad_u, grad_delta, grad_A, grad_B, grad_C, None, None
+            grad_delta_u, grad_delta, grad_A, grad_B, grad_C = _backward_eager(
+                u, delta, A, B, C, entry, grad_y, ctx.chunk
+            )
+            # Δu enters as a product: d u = d(Δu) Δ, and dΔ gains d(Δu) u.
+            grads = grad_delta_u * delta, grad_delta + grad_delta_u * u, grad_A, grad_B, grad_C
+        return (*grads, None, None)
 
 
 def selective_scan_time_major(
@@ -334,13 +336,13 @@ def selective_scan_time_major(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     chunk: int = 8,
-    fused: bool | None = None,
+    fused: bool = False,
 ) -> torch.Tensor:
     """The selective scan on time-major tensors: u, delta, z (L, B, D); B, C (L, B, N) → (L, B, D).
 
     Same arithmetic as mamba-ssm's ``selective_scan_fn``; computed in float32 (float64 stays
     float64), returned in u's dtype. ``fused``: True = compiled chunk kernels, False = eager chunked
-    scan, None = ``use_fused_scan`` decides. Both paths give the same results.
+    scan (``use_fused_scan`` tells when fused pays off). Both paths give the same results.
     """
     if chunk < 1:
         raise ValueError(f"selective scan: chunk must be >= 1, got {chunk}")
@@ -358,7 +360,7 @@ def selective_scan_time_major(
         B.to(work).contiguous(),
         C.to(work).contiguous(),
         chunk,
-        use_fused_scan(u, A.shape[1]) if fused is None else fused,
+        fused,
     )
     if D is not None:
         y = y + u * D.to(work)
@@ -378,7 +380,7 @@ def selective_scan(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     chunk: int = 8,
-    fused: bool | None = None,
+    fused: bool = False,
 ) -> torch.Tensor:
     """Drop-in for mamba-ssm's ``selective_scan_fn`` (real-valued, B/C per time step).
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amr.model.dropout import Dropout
 from amr.model.position import sine_span_encoding
 
 
@@ -44,7 +45,7 @@ class InputProjection(nn.Sequential):
         layers = []
         for i in range(num_layers):
             last = i == num_layers - 1
-            block = [nn.LayerNorm(in_dim if i == 0 else out_dim), nn.Dropout(dropout)]
+            block = [nn.LayerNorm(in_dim if i == 0 else out_dim), Dropout(dropout)]
             block.append(nn.Linear(in_dim if i == 0 else out_dim, out_dim))
             if not last:
                 block.append(nn.ReLU())
@@ -105,7 +106,7 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float):
         super().__init__()
         self.linear1 = nn.Linear(dim, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
@@ -124,7 +125,7 @@ class TextToAudioLayer(nn.Module):
         self.cross_attn = Attention(dim, heads, attention_dropout)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(self, audio, audio_pos, text, text_mask):
         attended = self.cross_attn(audio + audio_pos, text, text, key_padding(text_mask))
@@ -140,7 +141,7 @@ class SelfAttentionLayer(nn.Module):
         self.self_attn = Attention(dim, heads, attention_dropout)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(self, x, pos, mask):
         qk = x + pos
@@ -194,7 +195,7 @@ class ConditionalDecoderLayer(nn.Module):
 
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.norm3 = nn.LayerNorm(dim)
-        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+        self.dropout1, self.dropout2, self.dropout3 = (Dropout(dropout) for _ in range(3))
 
     def _concat_heads(self, content: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
         b, n, d = content.shape
