@@ -2,13 +2,15 @@
 
 Compares ``amr.model.mamba.BidirectionalMambaEncoder`` (depth 1) with the same block built from
 mambapy's ``MambaBlock`` (parallel scan, two blocks: one on the sequence, one on its reverse).
-Each implementation runs in its own subprocess, so its peak RSS is its own: reported both
+``ours`` is the report's configuration (compiled CPU scan kernels), ``ours_eager`` the same block
+with ``mamba.compile_cpu_scan`` off. Each implementation runs in its own subprocess, so its peak RSS is its own: reported both
 absolute and minus the process's RSS after imports, model and input creation.
 
     .venv/bin/python bench/mamba_scan.py            # (32, 300, 256), 2 threads
     .venv/bin/python bench/mamba_scan.py --quick    # small shapes, a few seconds
 
-Prints a table, then ONE JSON line (ours_s, mambapy_s, ratio, ours_peak_mb, mambapy_peak_mb, …).
+Prints a table, then ONE JSON line (ours_s, ours_eager_s, mambapy_s, ratio = mambapy / ours,
+compiled_vs_eager, ours_peak_mb, mambapy_peak_mb, …).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import time
 
-IMPLEMENTATIONS = ("ours", "mambapy")
+IMPLEMENTATIONS = ("ours", "ours_eager", "mambapy")
 
 
 def _maxrss_mb() -> float:
@@ -31,11 +33,13 @@ def _build(impl: str, d_model: int, chunk: int):
     import torch
     from torch import nn
 
-    if impl == "ours":
+    if impl in ("ours", "ours_eager"):
         from amr.config import MambaConfig
         from amr.model.mamba import BidirectionalMambaEncoder
 
-        encoder = BidirectionalMambaEncoder(d_model, MambaConfig(enabled=True, chunk=chunk))
+        # ours: the report's configuration (compiled CPU scan); ours_eager: compile_cpu_scan off
+        cfg = MambaConfig(enabled=True, chunk=chunk, compile_cpu_scan=impl == "ours")
+        encoder = BidirectionalMambaEncoder(d_model, cfg)
         return lambda x, mask: encoder(x, mask)
 
     from mambapy.mamba import MambaBlock, MambaConfig as MambapyConfig
@@ -142,7 +146,9 @@ def main() -> None:
             f"{impl}_peak_mb": round(r["peak_mb"], 1),
             f"{impl}_peak_abs_mb": round(r["peak_abs_mb"], 1),
         })  # fmt: skip
-    if len(results) == 2:
+    if "ours_eager" in results and "ours" in results:
+        summary["compiled_vs_eager"] = round(results["ours_eager"]["total_s"] / results["ours"]["total_s"], 2)
+    if "mambapy" in results and "ours" in results:
         summary["ratio"] = round(results["mambapy"]["total_s"] / results["ours"]["total_s"], 2)
         print(f"ours is {summary['ratio']:.2f}x faster than mambapy")
     print(json.dumps(summary))
