@@ -79,7 +79,8 @@ def table1(params: Params):
         metrics = read_json(metrics_file(system))
         seeds = read_json(METRICS_DIR / f"{system}.seeds.json")
         rows.append(Row(system_label(params, system), metrics, seeds["spread"] if len(seeds["seeds"]) > 1 else None))
-    return Table(f"Results on development-testing ({params.profile} profile)", rows)
+    caption = f"Results on development-testing ({params.profile} profile, {params.source.source} data)"
+    return Table(caption, rows)
 
 
 def r1_by_length_rows(params: Params) -> list[dict]:
