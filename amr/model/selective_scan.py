@@ -155,11 +155,13 @@ def _forward_chunk(delta, u, A, B, C, h):
     return torch.stack(ys), h
 
 
-def _backward_chunk(delta, u, A, B, C, h0, grad_y, carry):
+def _backward_chunk(delta, u, A, B, C, h0, grad_y, carry, grad_A_partial):
     """Back-propagate through one chunk given dLoss/dh flowing in from the next chunk (``carry``).
 
-    Returns du, dΔ, this chunk's share of dA, dB, dC, and the carry for the previous chunk,
-    exp(Δ_0 A) ⊙ dh_0.
+    Returns du, dΔ, ``grad_A_partial`` plus this chunk's share of dA per batch element
+    (B, D, N), dB, dC, and the carry for the previous chunk, exp(Δ_0 A) ⊙ dh_0. dA is summed
+    over the batch only once, after the last chunk: a per-step sum over the batch would split
+    the compiled kernel into extra loops with full-size intermediates.
     """
     steps = delta.shape[0]
     decays, states = [], []
@@ -169,7 +171,6 @@ def _backward_chunk(delta, u, A, B, C, h0, grad_y, carry):
         h = decays[i] * h + (delta[i] * u[i]).unsqueeze(-1) * B[i].unsqueeze(-2)
         states.append(h)
     grad_h = carry
-    grad_A = torch.zeros_like(A)
     grad_u, grad_delta, grad_B, grad_C = [None] * steps, [None] * steps, [None] * steps, [None] * steps
     for i in reversed(range(steps)):
         grad_h = grad_h + grad_y[i].unsqueeze(-1) * C[i].unsqueeze(-2)
@@ -180,12 +181,12 @@ def _backward_chunk(delta, u, A, B, C, h0, grad_y, carry):
         # Δ enters through the decay and through the input term Δu
         grad_delta[i] = (grad_log_decay * A).sum(-1) + grad_delta_u * u[i]
         grad_u[i] = grad_delta_u * delta[i]
-        grad_A = grad_A + (grad_log_decay * delta[i].unsqueeze(-1)).sum(0)
+        grad_A_partial = grad_A_partial + grad_log_decay * delta[i].unsqueeze(-1)
         grad_h = decays[i] * grad_h
     return (
         torch.stack(grad_u),
         torch.stack(grad_delta),
-        grad_A,
+        grad_A_partial,
         torch.stack(grad_B),
         torch.stack(grad_C),
         grad_h,
@@ -266,21 +267,20 @@ def _backward_fused(u, delta, A, B, C, entry, grad_y, chunk: int):
     backward_chunk = _fused_kernels()[1]
     grad_u, grad_delta = torch.empty_like(u), torch.empty_like(u)
     grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
-    grad_A = torch.zeros_like(A)
+    grad_A_partial = torch.zeros_like(entry[0])  # (B, D, N): summed over the batch at the end
     carry = torch.zeros_like(entry[0])
     for k in reversed(range(n_chunks)):
         t0 = k * chunk
         n = min(chunk, L - t0)
         delta_k, u_k, B_k, C_k, grad_y_k = _chunk_views((delta, u, B, C, grad_y), t0, chunk)
-        g_u, g_delta, g_A, g_B, g_C, carry = backward_chunk(
-            delta_k, u_k, A, B_k, C_k, entry[k].clone(), grad_y_k, carry
+        g_u, g_delta, grad_A_partial, g_B, g_C, carry = backward_chunk(
+            delta_k, u_k, A, B_k, C_k, entry[k].clone(), grad_y_k, carry, grad_A_partial
         )
         grad_u[t0 : t0 + n] = g_u[:n]
         grad_delta[t0 : t0 + n] = g_delta[:n]
         grad_B[t0 : t0 + n] = g_B[:n]
         grad_C[t0 : t0 + n] = g_C[:n]
-        grad_A += g_A
-    return grad_u, grad_delta, grad_A, grad_B, grad_C
+    return grad_u, grad_delta, grad_A_partial.sum(0), grad_B, grad_C
 
 
 class ChunkedSelectiveScan(torch.autograd.Function):
