@@ -64,14 +64,15 @@ def make_handler(state: FakeZenodo):
             pass
 
         def _send(self, status: int, body: bytes, headers: dict | None = None, limit=None):
+            out = body if limit is None else body[:limit]
+            # logged before the status line goes out (end_headers flushes it), so the client
+            # never sees a response that is not logged yet
+            state.hits.append(Hit(self.path.split("?")[0], self.headers.get("Range"), status, len(out)))
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
-            out = body if limit is None else body[:limit]
-            # logged before sending, so the client never sees a response that is not logged yet
-            state.hits.append(Hit(self.path.split("?")[0], self.headers.get("Range"), status, len(out)))
             self.wfile.write(out)
             self.wfile.flush()
 

@@ -102,15 +102,26 @@ def test_scan_matches_naive_outputs_and_all_gradients(length, chunk):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10, msg=lambda m: f"grad of {name}: {m}")
 
 
-def test_fused_scan_matches_naive_outputs_and_all_gradients():
-    # Compiles the chunk kernels once (cached on disk afterwards); 10 steps in chunks of 4
-    # also exercises the zero-padded last chunk.
+def _needs_compiler():
     if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("clang++") is None:
         pytest.skip("no C++ compiler: the fused scan cannot be built here (eager path is used)")
+
+
+@pytest.mark.parametrize("variant", ["mamba", "plain"])
+def test_fused_scan_matches_naive_outputs_and_all_gradients(variant):
+    # Compiles the chunk kernels once per variant (cached on disk afterwards); 10 steps in
+    # chunks of 4 also exercise the zero-padded last chunk. "mamba": D, z gate, Δ bias and
+    # softplus inside the kernels, as the Mamba block calls it; "plain": none of them.
+    _needs_compiler()
     inputs = {k: v.requires_grad_() for k, v in scan_inputs(2, 5, 3, 10, seed=9).items()}
-    ours = selective_scan(**inputs, delta_softplus=True, chunk=4, fused=True)
+    softplus = variant == "mamba"
+    if variant == "plain":
+        inputs = {k: inputs[k] for k in ("u", "delta", "A", "B", "C")}
+        with torch.no_grad():
+            inputs["delta"] = inputs["delta"].exp().requires_grad_()  # positive Δ without softplus
+    ours = selective_scan(**inputs, delta_softplus=softplus, chunk=4, fused=True)
     assert scan_module.fused_scan_available(), "compiling the fused kernels failed"
-    ref = naive_selective_scan(**inputs, delta_softplus=True)
+    ref = naive_selective_scan(**inputs, delta_softplus=softplus)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-10)
     grad_out = torch.randn_like(ref)
     names = list(inputs)
@@ -132,6 +143,27 @@ def test_fused_scan_falls_back_to_eager_when_compiling_fails(monkeypatch):
     ref = naive_selective_scan(**inputs, delta_softplus=True)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-10)
     assert not scan_module.fused_scan_available()  # monkeypatch restores the flag afterwards
+
+
+def test_fused_scan_backward_falls_back_to_eager_gradients(monkeypatch):
+    _needs_compiler()
+
+    def broken_backward(*args, **kwargs):
+        raise RuntimeError("backward kernel failed to compile")
+
+    monkeypatch.setattr(scan_module, "_backward_fused", broken_backward)
+    monkeypatch.setitem(scan_module._FUSED, "disabled", None)
+    inputs = {k: v.requires_grad_() for k, v in scan_inputs(1, 3, 2, 6, seed=4).items()}
+    ours = selective_scan(**inputs, delta_softplus=True, chunk=4, fused=True)  # compiled forward
+    ref = naive_selective_scan(**inputs, delta_softplus=True)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-10)
+    grad_out = torch.randn_like(ref)
+    names = list(inputs)
+    with pytest.warns(RuntimeWarning, match="eager chunked scan"):
+        ours_grads = torch.autograd.grad(ours, [inputs[k] for k in names], grad_out)
+    ref_grads = torch.autograd.grad(ref, [inputs[k] for k in names], grad_out)
+    for name, a, b in zip(names, ours_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10, msg=lambda m: f"grad of {name}: {m}")
 
 
 def test_fused_path_follows_the_knob_and_only_for_large_cpu_scans():

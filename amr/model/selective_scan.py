@@ -16,8 +16,9 @@ chunk is a contiguous slab, so every per-step and per-chunk operation runs on de
 
 Two implementations of the per-chunk work give the same results:
 - eager: in-place buffers, one fused multiply-add per step, batched mat-vecs for the contractions;
-- fused: the same arithmetic as plain expressions compiled by ``torch.compile`` (C++ on CPU),
-  about 1.7x faster per chunk at the report's sizes. Compiling takes 10-20 s per process (a
+- fused (``FusedSelectiveScan``): the same arithmetic as plain expressions compiled by
+  ``torch.compile`` (C++ on CPU), with softplus(dt + bias), the D skip and the silu(z) gate
+  inside the chunk kernels, so no full-size elementwise intermediates are made. Compiling takes 10-20 s per process (a
   second batch size recompiles once, with a dynamic batch dimension), which long training runs
   earn back and a pipeline of short demo runs does not; the knob ``mamba.compile_cpu_scan``
   (params.yaml) chooses, and only scans large enough to pay off use it (``use_fused_scan``).
@@ -145,48 +146,72 @@ def _backward_eager(u, delta, A, B, C, entry, grad_y, chunk: int):
 # (TorchInductor writes one C++ loop nest per fusion group, so the per-step work of a chunk stays
 # in registers/cache instead of streaming (chunk, B, D, N) buffers through memory ~20 times).
 # ---------------------------------------------------------------------------------------------
-def _forward_chunk(delta, u, A, B, C, h):
-    """One chunk: delta, u (T, B, D); B, C (T, B, N); h (B, D, N) → y (T, B, D), last state."""
+def _forward_chunk(dt, u, z, A, B, C, D, bias, h, softplus: bool, gated: bool):
+    """One chunk of the whole mixer arithmetic after the projections, as mamba-ssm's kernel does it:
+    Δ = softplus(dt + bias); the recurrence; y = (C·h + D u) ⊙ silu(z).
+
+    dt, u, z (T, B, D); B, C (T, B, N); A (D, N); D, bias (D,); h (B, D, N) → y (T, B, D), last h.
+    """
     ys = []
-    for i in range(delta.shape[0]):
-        delta_u = delta[i] * u[i]
-        h = torch.exp(delta[i].unsqueeze(-1) * A) * h + delta_u.unsqueeze(-1) * B[i].unsqueeze(-2)
-        ys.append((h * C[i].unsqueeze(-2)).sum(-1))
+    for i in range(dt.shape[0]):
+        delta = dt[i] + bias
+        if softplus:
+            delta = F.softplus(delta)
+        h = torch.exp(delta.unsqueeze(-1) * A) * h + (delta * u[i]).unsqueeze(-1) * B[i].unsqueeze(-2)
+        y = (h * C[i].unsqueeze(-2)).sum(-1) + D * u[i]
+        ys.append(y * F.silu(z[i]) if gated else y)
     return torch.stack(ys), h
 
 
-def _backward_chunk(delta, u, A, B, C, h0, grad_y, carry, grad_A_partial):
+def _backward_chunk(dt, u, z, A, B, C, D, bias, h0, grad_out, carry, partial_A, partial_D, partial_bias,
+                    softplus: bool, gated: bool):
     """Back-propagate through one chunk given dLoss/dh flowing in from the next chunk (``carry``).
 
-    Returns du, dΔ, ``grad_A_partial`` plus this chunk's share of dA per batch element
-    (B, D, N), dB, dC, and the carry for the previous chunk, exp(Δ_0 A) ⊙ dh_0. dA is summed
-    over the batch only once, after the last chunk: a per-step sum over the batch would split
-    the compiled kernel into extra loops with full-size intermediates.
+    Returns d dt, du, dz, the running per-batch-element sums of dA (B, D, N), dD and d bias
+    (B, D), then dB, dC and the carry for the previous chunk, exp(Δ_0 A) ⊙ dh_0. The parameter
+    gradients are summed over the batch once, after the last chunk: a per-step sum over the
+    batch would split the compiled kernel into extra loops with full-size intermediates.
     """
-    steps = delta.shape[0]
-    decays, states = [], []
+    steps = dt.shape[0]
+    deltas, decays, states = [], [], []
     h = h0
     for i in range(steps):
-        decays.append(torch.exp(delta[i].unsqueeze(-1) * A))
-        h = decays[i] * h + (delta[i] * u[i]).unsqueeze(-1) * B[i].unsqueeze(-2)
+        delta = dt[i] + bias
+        deltas.append(F.softplus(delta) if softplus else delta)
+        decays.append(torch.exp(deltas[i].unsqueeze(-1) * A))
+        h = decays[i] * h + (deltas[i] * u[i]).unsqueeze(-1) * B[i].unsqueeze(-2)
         states.append(h)
     grad_h = carry
-    grad_u, grad_delta, grad_B, grad_C = [None] * steps, [None] * steps, [None] * steps, [None] * steps
+    grad_dt, grad_u, grad_z, grad_B, grad_C = ([None] * steps for _ in range(5))
     for i in reversed(range(steps)):
-        grad_h = grad_h + grad_y[i].unsqueeze(-1) * C[i].unsqueeze(-2)
-        grad_C[i] = (states[i] * grad_y[i].unsqueeze(-1)).sum(-2)
+        if gated:
+            gate_sigmoid = torch.sigmoid(z[i])
+            pre_gate = (states[i] * C[i].unsqueeze(-2)).sum(-1) + D * u[i]
+            grad_y = grad_out[i] * z[i] * gate_sigmoid
+            # d silu(z)/dz = σ(z) (1 + z (1 - σ(z)))
+            grad_z[i] = grad_out[i] * pre_gate * gate_sigmoid * (1 + z[i] * (1 - gate_sigmoid))
+        else:
+            grad_y = grad_out[i]
+        partial_D = partial_D + grad_y * u[i]
+        grad_h = grad_h + grad_y.unsqueeze(-1) * C[i].unsqueeze(-2)
+        grad_C[i] = (states[i] * grad_y.unsqueeze(-1)).sum(-2)
         grad_delta_u = (grad_h * B[i].unsqueeze(-2)).sum(-1)
-        grad_B[i] = (grad_h * (delta[i] * u[i]).unsqueeze(-1)).sum(-2)
+        grad_B[i] = (grad_h * (deltas[i] * u[i]).unsqueeze(-1)).sum(-2)
         grad_log_decay = grad_h * decays[i] * (states[i - 1] if i > 0 else h0)
-        # Δ enters through the decay and through the input term Δu
-        grad_delta[i] = (grad_log_decay * A).sum(-1) + grad_delta_u * u[i]
-        grad_u[i] = grad_delta_u * delta[i]
-        grad_A_partial = grad_A_partial + grad_log_decay * delta[i].unsqueeze(-1)
+        # Δ enters through the decay and through the input term Δu; softplus' = sigmoid
+        grad_delta = (grad_log_decay * A).sum(-1) + grad_delta_u * u[i]
+        grad_dt[i] = grad_delta * torch.sigmoid(dt[i] + bias) if softplus else grad_delta
+        partial_bias = partial_bias + grad_dt[i]
+        grad_u[i] = grad_delta_u * deltas[i] + grad_y * D
+        partial_A = partial_A + grad_log_decay * deltas[i].unsqueeze(-1)
         grad_h = decays[i] * grad_h
     return (
+        torch.stack(grad_dt),
         torch.stack(grad_u),
-        torch.stack(grad_delta),
-        grad_A_partial,
+        torch.stack(grad_z) if gated else None,
+        partial_A,
+        partial_D,
+        partial_bias,
         torch.stack(grad_B),
         torch.stack(grad_C),
         grad_h,
@@ -242,7 +267,7 @@ def _chunk_views(tensors, start: int, chunk: int):
     return [v.clone() for v in views]
 
 
-def _forward_fused(u, delta, A, B, C, chunk: int):
+def _forward_fused(u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool):
     L, batch, d_inner = u.shape
     n_chunks = math.ceil(L / chunk)
     forward_chunk = _fused_kernels()[0]
@@ -252,77 +277,110 @@ def _forward_fused(u, delta, A, B, C, chunk: int):
     h = entry[0]
     for k in range(n_chunks):
         t0 = k * chunk
-        delta_k, u_k, B_k, C_k = _chunk_views((delta, u, B, C), t0, chunk)
-        y_k, h = forward_chunk(delta_k, u_k, A, B_k, C_k, h)
+        dt_k, u_k, z_k, B_k, C_k = _chunk_views((dt, u, z, B, C), t0, chunk)
+        y_k, h = forward_chunk(dt_k, u_k, z_k, A, B_k, C_k, D, bias, h, softplus, gated)
         y[t0 : t0 + chunk] = y_k[: min(chunk, L - t0)]
         if k + 1 < n_chunks:
             entry[k + 1].copy_(h)
     return y, entry
 
 
-def _backward_fused(u, delta, A, B, C, entry, grad_y, chunk: int):
-    """Gradients of u, Δ, A, B and C."""
+def _backward_fused(u, dt, z, A, B, C, D, bias, entry, grad_out, chunk: int, softplus: bool, gated: bool):
+    """Gradients of u, dt, z (None unless gated), A, B, C, D and bias."""
     L = u.shape[0]
     n_chunks = entry.shape[0]
     backward_chunk = _fused_kernels()[1]
-    grad_u, grad_delta = torch.empty_like(u), torch.empty_like(u)
+    grad_dt, grad_u = torch.empty_like(u), torch.empty_like(u)
+    grad_z = torch.empty_like(u) if gated else None
     grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
-    grad_A_partial = torch.zeros_like(entry[0])  # (B, D, N): summed over the batch at the end
+    partial_A = torch.zeros_like(entry[0])  # per batch element; summed over the batch at the end
+    partial_D, partial_bias = torch.zeros_like(u[0]), torch.zeros_like(u[0])
     carry = torch.zeros_like(entry[0])
     for k in reversed(range(n_chunks)):
         t0 = k * chunk
         n = min(chunk, L - t0)
-        delta_k, u_k, B_k, C_k, grad_y_k = _chunk_views((delta, u, B, C, grad_y), t0, chunk)
-        g_u, g_delta, grad_A_partial, g_B, g_C, carry = backward_chunk(
-            delta_k, u_k, A, B_k, C_k, entry[k].clone(), grad_y_k, carry, grad_A_partial
-        )
+        dt_k, u_k, z_k, B_k, C_k, grad_k = _chunk_views((dt, u, z, B, C, grad_out), t0, chunk)
+        g_dt, g_u, g_z, partial_A, partial_D, partial_bias, g_B, g_C, carry = backward_chunk(
+            dt_k, u_k, z_k, A, B_k, C_k, D, bias, entry[k].clone(), grad_k, carry,
+            partial_A, partial_D, partial_bias, softplus, gated,
+        )  # fmt: skip
+        grad_dt[t0 : t0 + n] = g_dt[:n]
         grad_u[t0 : t0 + n] = g_u[:n]
-        grad_delta[t0 : t0 + n] = g_delta[:n]
+        if gated:
+            grad_z[t0 : t0 + n] = g_z[:n]
         grad_B[t0 : t0 + n] = g_B[:n]
         grad_C[t0 : t0 + n] = g_C[:n]
-    return grad_u, grad_delta, grad_A_partial.sum(0), grad_B, grad_C
+    return grad_u, grad_dt, grad_z, partial_A.sum(0), grad_B, grad_C, partial_D.sum(0), partial_bias.sum(0)
 
 
-class ChunkedSelectiveScan(torch.autograd.Function):
-    """y_t = C_t · h_t for the recurrence above, time-major, Δ already positive (post-softplus).
+class FusedSelectiveScan(torch.autograd.Function):
+    """The compiled CPU path: Δ = softplus(dt + bias), the scan, y = (C·h + D u) ⊙ silu(z), all
+    inside the chunk kernels, so none of the mixer's full-size elementwise intermediates exist.
 
-    Inputs: u, delta (L, B, D); A (D, N); B, C (L, B, N); all contiguous, one floating dtype;
-    ``chunk`` steps per recomputed chunk; ``fused``: use the compiled chunk kernels (falls back to
-    the eager path, with a warning, if they cannot be built). Output: y (L, B, D).
+    Inputs time-major and contiguous, one floating dtype: u, dt, z (L, B, D); A (D, N); B, C
+    (L, B, N); D, bias (D,). ``gated=False`` ignores z (pass any tensor of u's shape).
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, chunk: int, fused: bool = False):
-        y = entry = None
-        if fused and fused_scan_available():
-            try:
-                y, entry = _forward_fused(u, delta, A, B, C, chunk)
-            except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, same math
-                _disable_fused(exc)
-        if y is None:
-            y, entry = _forward_eager(u, delta, A, B, C, chunk)
+    def forward(ctx, u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool):
+        y, entry = _forward_fused(u, dt, z, A, B, C, D, bias, chunk, softplus, gated)
+        ctx.save_for_backward(u, dt, z, A, B, C, D, bias, entry)
+        ctx.chunk, ctx.softplus, ctx.gated = chunk, softplus, gated
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        u, dt, z, A, B, C, D, bias, entry = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        try:
+            grads = _backward_fused(u, dt, z, A, B, C, D, bias, entry, grad_out, ctx.chunk, ctx.softplus, ctx.gated)
+        except Exception as exc:  # noqa: BLE001 - a compiler failure: same gradients, eagerly
+            _disable_fused(exc)
+            grads = _eager_gradients(u, dt, z, A, B, C, D, bias, grad_out, ctx.chunk, ctx.softplus, ctx.gated)
+        grad_u, grad_dt, grad_z, grad_A, grad_B, grad_C, grad_D, grad_bias = grads
+        return grad_u, grad_dt, grad_z, grad_A, grad_B, grad_C, grad_D, grad_bias, None, None, None
+
+
+def _eager_composition(u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool):
+    delta = dt + bias
+    if softplus:
+        delta = F.softplus(delta)
+    y = ChunkedSelectiveScan.apply(u, delta, A, B, C, chunk) + u * D
+    return y * F.silu(z) if gated else y
+
+
+def _eager_gradients(u, dt, z, A, B, C, D, bias, grad_out, chunk, softplus, gated):
+    inputs = [t.detach().requires_grad_() for t in (u, dt, z, A, B, C, D, bias)]
+    with torch.enable_grad():
+        y = _eager_composition(*inputs, chunk, softplus, gated)
+        grads = torch.autograd.grad(y, inputs, grad_out, allow_unused=True)
+    grad_u, grad_dt, grad_z, grad_A, grad_B, grad_C, grad_D, grad_bias = grads
+    return grad_u, grad_dt, grad_z if gated else None, grad_A, grad_B, grad_C, grad_D, grad_bias
+
+
+class ChunkedSelectiveScan(torch.autograd.Function):
+    """The eager path: y_t = C_t · h_t for the recurrence above, time-major, Δ already positive
+    (post-softplus). Inputs: u, delta (L, B, D); A (D, N); B, C (L, B, N); all contiguous, one
+    floating dtype; ``chunk`` steps per recomputed chunk. Output: y (L, B, D).
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, chunk: int):
+        y, entry = _forward_eager(u, delta, A, B, C, chunk)
         ctx.save_for_backward(u, delta, A, B, C, entry)
-        ctx.chunk, ctx.fused = chunk, fused
+        ctx.chunk = chunk
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
         u, delta, A, B, C, entry = ctx.saved_tensors
-        grad_y = grad_y.contiguous()
-        grads = None
-        if ctx.fused and fused_scan_available():
-            try:
-                grads = _backward_fused(u, delta, A, B, C, entry, grad_y, ctx.chunk)
-            except Exception as exc:  # noqa: BLE001
-                _disable_fused(exc)
-        if grads is None:
-            grad_delta_u, grad_delta, grad_A, grad_B, grad_C = _backward_eager(
-                u, delta, A, B, C, entry, grad_y, ctx.chunk
-            )
-            # Δu enters as a product: d u = d(Δu) Δ, and dΔ gains d(Δu) u.
-            grads = grad_delta_u * delta, grad_delta + grad_delta_u * u, grad_A, grad_B, grad_C
-        return (*grads, None, None)
+        grad_delta_u, grad_delta, grad_A, grad_B, grad_C = _backward_eager(
+            u, delta, A, B, C, entry, grad_y.contiguous(), ctx.chunk
+        )
+        # Δu enters as a product: d u = d(Δu) Δ, and dΔ gains d(Δu) u.
+        return grad_delta_u * delta, grad_delta + grad_delta_u * u, grad_A, grad_B, grad_C, None
 
 
 def selective_scan_time_major(
@@ -341,32 +399,26 @@ def selective_scan_time_major(
     """The selective scan on time-major tensors: u, delta, z (L, B, D); B, C (L, B, N) → (L, B, D).
 
     Same arithmetic as mamba-ssm's ``selective_scan_fn``; computed in float32 (float64 stays
-    float64), returned in u's dtype. ``fused``: True = compiled chunk kernels, False = eager chunked
-    scan (``use_fused_scan`` tells when fused pays off). Both paths give the same results.
+    float64), returned in u's dtype. ``fused``: True = compiled kernels (``FusedSelectiveScan``),
+    False = eager chunked scan (``use_fused_scan`` tells when fused pays off). Both paths give
+    the same results.
     """
     if chunk < 1:
         raise ValueError(f"selective scan: chunk must be >= 1, got {chunk}")
     dtype_in = u.dtype
     work = torch.float64 if dtype_in == torch.float64 else torch.float32
-    u, delta, A = u.to(work), delta.to(work), A.to(work)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(work)
-    if delta_softplus:
-        delta = F.softplus(delta)
-    y = ChunkedSelectiveScan.apply(
-        u.contiguous(),
-        delta.contiguous(),
-        A.contiguous(),
-        B.to(work).contiguous(),
-        C.to(work).contiguous(),
-        chunk,
-        fused,
-    )
-    if D is not None:
-        y = y + u * D.to(work)
-    if z is not None:
-        y = y * F.silu(z.to(work))
-    return y.to(dtype_in)
+    u, delta, A, B, C = (t.to(work).contiguous() for t in (u, delta, A, B, C))
+    D = u.new_zeros(u.shape[-1]) if D is None else D.to(work).contiguous()
+    bias = u.new_zeros(u.shape[-1]) if delta_bias is None else delta_bias.to(work).contiguous()
+    gated = z is not None
+    z = z.to(work).contiguous() if gated else u  # ungated: z is never read
+    if fused and fused_scan_available():
+        try:
+            y = FusedSelectiveScan.apply(u, delta, z, A, B, C, D, bias, chunk, delta_softplus, gated)
+            return y.to(dtype_in)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, same math
+            _disable_fused(exc)
+    return _eager_composition(u, delta, z, A, B, C, D, bias, chunk, delta_softplus, gated).to(dtype_in)
 
 
 def selective_scan(
