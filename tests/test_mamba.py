@@ -85,6 +85,17 @@ def scan_inputs(batch, d_inner, d_state, length, seed=0, dtype=torch.float64):
     )
 
 
+def assert_same_outputs_and_gradients(ours, ref, inputs: dict) -> None:
+    """Outputs and the gradients of every input agree (rtol 1e-5) for a random output gradient."""
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-10)
+    grad_out = torch.randn_like(ref)
+    names = list(inputs)
+    ours_grads = torch.autograd.grad(ours, [inputs[k] for k in names], grad_out)
+    ref_grads = torch.autograd.grad(ref, [inputs[k] for k in names], grad_out)
+    for name, a, b in zip(names, ours_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10, msg=lambda m: f"grad of {name}: {m}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Selective scan
 # ---------------------------------------------------------------------------------------------
@@ -93,13 +104,7 @@ def test_scan_matches_naive_outputs_and_all_gradients(length, chunk):
     inputs = {k: v.requires_grad_() for k, v in scan_inputs(2, 5, 3, length).items()}
     ours = selective_scan(**inputs, delta_softplus=True, chunk=chunk)
     ref = naive_selective_scan(**inputs, delta_softplus=True)
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-10)
-    grad_out = torch.randn_like(ref)
-    names = list(inputs)
-    ours_grads = torch.autograd.grad(ours, [inputs[k] for k in names], grad_out)
-    ref_grads = torch.autograd.grad(ref, [inputs[k] for k in names], grad_out)
-    for name, a, b in zip(names, ours_grads, ref_grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10, msg=lambda m: f"grad of {name}: {m}")
+    assert_same_outputs_and_gradients(ours, ref, inputs)
 
 
 def _needs_compiler():
@@ -122,13 +127,7 @@ def test_fused_scan_matches_naive_outputs_and_all_gradients(variant):
     ours = selective_scan(**inputs, delta_softplus=softplus, chunk=4, fused=True)
     assert scan_module.fused_scan_available(), "compiling the fused kernels failed"
     ref = naive_selective_scan(**inputs, delta_softplus=softplus)
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-10)
-    grad_out = torch.randn_like(ref)
-    names = list(inputs)
-    ours_grads = torch.autograd.grad(ours, [inputs[k] for k in names], grad_out)
-    ref_grads = torch.autograd.grad(ref, [inputs[k] for k in names], grad_out)
-    for name, a, b in zip(names, ours_grads, ref_grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10, msg=lambda m: f"grad of {name}: {m}")
+    assert_same_outputs_and_gradients(ours, ref, inputs)
 
 
 def test_fused_scan_falls_back_to_eager_when_compiling_fails(monkeypatch):
