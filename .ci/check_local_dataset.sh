@@ -29,14 +29,14 @@ with open(out / "ann" / "eval.jsonl", "w") as f:
 PY
 for split in pre_train pre_val; do
   .venv/bin/amr demo-data --annotations "$DATA/ann/$split.jsonl" --audio-dir "$DATA/pre_audio" \
-    --text-dir "$DATA/pre_text" --seed 1 "$WORK/unused" | head -1
+    --text-dir "$DATA/pre_text" --seed 1 "$WORK/unused" | tail -n 1
 done
 for split in ft_train ft_val ft_test; do
   .venv/bin/amr demo-data --annotations "$DATA/ann/$split.jsonl" --audio-dir "$DATA/ft_audio" \
-    --text-dir "$DATA/ft_text" --seed 1 "$WORK/unused" | head -1
+    --text-dir "$DATA/ft_text" --seed 1 "$WORK/unused" | tail -n 1
 done
 .venv/bin/amr demo-data --annotations "$DATA/ann/eval.jsonl" --audio-dir "$DATA/eval_audio" \
-  --text-dir "$DATA/eval_text" --seed 1 "$WORK/unused" | head -1
+  --text-dir "$DATA/eval_text" --seed 1 "$WORK/unused" | tail -n 1
 
 git clone -q "$REPO" "$WORK/repo"
 cd "$WORK/repo"

@@ -18,10 +18,11 @@ Two implementations of the per-chunk work give the same results:
 - eager: in-place buffers, one fused multiply-add per step, batched mat-vecs for the contractions;
 - fused (``FusedSelectiveScan``): the same arithmetic as plain expressions compiled by
   ``torch.compile`` (C++ on CPU), with softplus(dt + bias), the D skip and the silu(z) gate
-  inside the chunk kernels, so no full-size elementwise intermediates are made. Compiling takes 10-20 s per process (a
-  second batch size recompiles once, with a dynamic batch dimension), which long training runs
-  earn back and a pipeline of short demo runs does not; the knob ``mamba.compile_cpu_scan``
-  (params.yaml) chooses, and only scans large enough to pay off use it (``use_fused_scan``).
+  inside the chunk kernels, so no full-size elementwise intermediates are made. Compiling takes
+  10-20 s per process (a second batch size recompiles once, with a dynamic batch dimension),
+  which long training runs earn back and a pipeline of short demo runs does not; the knob
+  ``mamba.compile_cpu_scan`` (params.yaml) chooses, and only scans large enough to pay off use
+  it (``use_fused_scan``).
   If compiling fails (e.g. no C++ compiler), a warning is issued and the eager path takes over.
 """
 from __future__ import annotations
@@ -334,7 +335,9 @@ class FusedSelectiveScan(torch.autograd.Function):
         u, dt, z, A, B, C, D, bias, entry = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         try:
-            grads = _backward_fused(u, dt, z, A, B, C, D, bias, entry, grad_out, ctx.chunk, ctx.softplus, ctx.gated)
+            grads = _backward_fused(
+                u, dt, z, A, B, C, D, bias, entry, grad_out, ctx.chunk, ctx.softplus, ctx.gated
+            )
         except Exception as exc:  # noqa: BLE001 - a compiler failure: same gradients, eagerly
             _disable_fused(exc)
             grads = _eager_gradients(u, dt, z, A, B, C, D, bias, grad_out, ctx.chunk, ctx.softplus, ctx.gated)
