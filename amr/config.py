@@ -96,8 +96,8 @@ class MambaConfig:  # §2.2, replaces the self-attention audio encoder
     d_conv: int = 4
     expand: int = 2
     chunk: int = 8  # CPU scan: time steps per recomputed chunk (speed/memory trade-off only)
-    # CPU scan: compiled chunk kernels (torch.compile, ~1.7x faster, 10-20 s to compile per
-    # process) for scans large enough to pay off; same results either way
+    # CPU scan: a C kernel (built once with the system compiler, cached) for scans large enough
+    # to matter; the eager chunked scan otherwise. Same results either way
     compile_cpu_scan: bool = True
 
 
@@ -165,6 +165,7 @@ class TrainConfig:
     seed: int = 2023
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads; 0 = torch default
+    cpu_keep_freed_memory: bool = True  # glibc keeps freed activations for reuse (speed only)
     amp: bool = False  # mixed precision on CUDA only
     eval_batch_size: int = 64
 

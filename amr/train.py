@@ -37,6 +37,7 @@ from amr.training.checkpoint import (
     restore_rng_state,
     weights_digest,
 )
+from amr.training.cpu_memory import keep_freed_memory
 from amr.training.distributed import DistContext, setup
 from amr.training.progress import MetricLog, make_reporter
 
@@ -132,6 +133,12 @@ def _init_identity(init_from: Path | None) -> dict | None:
 # ---------------------------------------------------------------------------------------------
 # Model / loss helpers
 # ---------------------------------------------------------------------------------------------
+def build_optimizer(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (§2.4). On CPU the fused implementation: one kernel per step instead of ~10 small
+    ops per parameter tensor (same update rule; its state dict loads either way)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cpu" or None)
+
+
 def weighted_total(terms: dict[str, torch.Tensor], weight_dict: dict[str, float]) -> torch.Tensor:
     """sum_k weight_dict[k] * terms[k]; a term without a weight is reported, not optimised."""
     weighted = [weight_dict[k] * v for k, v in terms.items() if k in weight_dict]
@@ -201,6 +208,8 @@ def train_stage(
     try:
         if train_cfg.threads > 0:
             torch.set_num_threads(train_cfg.threads)
+        if ctx.device.type == "cpu" and train_cfg.cpu_keep_freed_memory:
+            keep_freed_memory()
         enable_determinism(ctx.device)
 
         # --- resume or fresh start ------------------------------------------------------
@@ -257,7 +266,7 @@ def train_stage(
         model.to(ctx.device)
         criterion.to(ctx.device)
         params = [p for m in (model, criterion) for p in m.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=stage_cfg.lr, weight_decay=train_cfg.weight_decay)
+        optimizer = build_optimizer(params, stage_cfg.lr, train_cfg.weight_decay, ctx.device)
 
         start_epoch, best = 0, {"epoch": None, "score": -math.inf, "metrics": None}
         history: list[dict] = []

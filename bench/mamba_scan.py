@@ -2,7 +2,7 @@
 
 Compares ``amr.model.mamba.BidirectionalMambaEncoder`` (depth 1) with the same block built from
 mambapy's ``MambaBlock`` (parallel scan, two blocks: one on the sequence, one on its reverse).
-``ours`` is the report's configuration (compiled CPU scan kernels), ``ours_eager`` the same block
+``ours`` is the report's configuration (the C scan kernel), ``ours_eager`` the same block
 with ``mamba.compile_cpu_scan`` off. Each implementation runs in its own subprocess, so its peak RSS is its own: reported both
 absolute and minus the process's RSS after imports, model and input creation.
 
@@ -37,7 +37,7 @@ def _build(impl: str, d_model: int, chunk: int):
         from amr.config import MambaConfig
         from amr.model.mamba import BidirectionalMambaEncoder
 
-        # ours: the report's configuration (compiled CPU scan); ours_eager: compile_cpu_scan off
+        # ours: the report's configuration (C scan kernel); ours_eager: compile_cpu_scan off
         cfg = MambaConfig(enabled=True, chunk=chunk, compile_cpu_scan=impl == "ours")
         encoder = BidirectionalMambaEncoder(d_model, cfg)
         return lambda x, mask: encoder(x, mask)
@@ -74,7 +74,7 @@ def worker(args: argparse.Namespace) -> None:
         t2 = time.perf_counter()
         return t1 - t0, t2 - t0, time.process_time() - cpu0
 
-    first = step()  # warm-up; includes compiling the fused scan kernels unless cached on disk
+    first = step()  # warm-up; includes building the C scan kernel unless cached on disk
     runs = [step() for _ in range(args.repeats)]
     peak_mb = _maxrss_mb()
     print(

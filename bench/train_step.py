@@ -2,11 +2,14 @@
 
 One step = forward + criterion + backward + gradient clipping + AdamW update, batch 32,
 300 frames, 32 text tokens, up to 5 target windows, the report's configuration (the ``paper``
-profile, so the Mamba scan uses its compiled CPU kernels; compiling happens in the untimed
+profile, so the Mamba scan uses its C kernel; building it, if not cached, happens in the untimed
 warm-up step). Each system runs in its own subprocess so that its peak resident memory is its
 own. The figure is the median step time: a shared machine's occasional stalls do not move it.
+Like training on CPU, the step uses the fused AdamW and keeps freed memory for reuse
+(``amr.training.cpu_memory``); ``--no-keep-freed-memory`` measures glibc's default behaviour, and
+the per-step system time and page faults printed show what that costs.
 
-    python bench/train_step.py [--steps 5] [--systems baseline slot1 slot2 slot3]
+    python bench/train_step.py [--steps 5] [--systems baseline slot1 slot2 slot3] [--no-keep-freed-memory]
 
 Prints one line per system, then ONE JSON line:
 {"baseline": {"s_per_step": x, "peak_mb": y}, "slot1": ..., ...}
@@ -54,17 +57,21 @@ def synthetic_batch(cfg, seed: int = 0) -> dict:
     }
 
 
-def measure(system: str, steps: int) -> dict:
+def measure(system: str, steps: int, keep_memory: bool) -> dict:
     import resource
 
     import torch
 
     from amr.model import build_criterion, build_model, slot_configs
+    from amr.train import build_optimizer
+    from amr.training.cpu_memory import keep_freed_memory
 
+    # as training does on CPU (train.cpu_keep_freed_memory)
+    kept = keep_freed_memory() if keep_memory else False
     torch.manual_seed(0)
     cfg = slot_configs()[system]
     model, criterion = build_model(cfg), build_criterion(cfg)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    optimiser = build_optimizer(list(model.parameters()), 1e-4, 1e-4, torch.device("cpu"))
     batch = synthetic_batch(cfg)
     model.train()
 
@@ -76,31 +83,40 @@ def measure(system: str, steps: int) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
         optimiser.step()
 
-    step()  # warm-up: allocations, optimiser state, compiled kernels
-    times = []
+    step()  # warm-up: allocations, optimiser state, the scan kernel
+    times, system_s, faults = [], [], []
     for _ in range(steps):
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        system_s.append(after.ru_stime - before.ru_stime)
+        faults.append(after.ru_minflt - before.ru_minflt)
     seconds = statistics.median(times)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"s_per_step": round(seconds, 3), "peak_mb": round(peak_mb, 1), "threads": torch.get_num_threads()}
+    return {"s_per_step": round(seconds, 3), "peak_mb": round(peak_mb, 1), "threads": torch.get_num_threads(),
+            "system_s": round(statistics.median(system_s), 2), "page_faults": int(statistics.median(faults)),
+            "kept_freed_memory": kept}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
     parser.add_argument("--systems", nargs="+", default=["baseline", "slot1", "slot2", "slot3"])
+    parser.add_argument("--no-keep-freed-memory", dest="keep_memory", action="store_false",
+                        help="leave glibc malloc at its defaults (training sets train.cpu_keep_freed_memory)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.steps)))
+        print(json.dumps(measure(args.child, args.steps, args.keep_memory)))
         return 0
 
     results = {}
     for system in args.systems:
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", system, "--steps", str(args.steps)],
+            [sys.executable, __file__, "--child", system, "--steps", str(args.steps)]
+            + ([] if args.keep_memory else ["--no-keep-freed-memory"]),
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
@@ -108,7 +124,9 @@ def main() -> int:
             return proc.returncode
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"{system:<9} {result['s_per_step']:7.3f} s/step  peak {result['peak_mb']:8.1f} MB  "
-              f"({result['threads']} threads, batch {BATCH}, {FRAMES} frames, {TOKENS} tokens)")
+              f"system time {result['system_s']:.2f} s/step, {result['page_faults']} page faults/step  "
+              f"({result['threads']} threads, batch {BATCH}, {FRAMES} frames, {TOKENS} tokens, "
+              f"freed memory kept: {result['kept_freed_memory']})")
         results[system] = {"s_per_step": result["s_per_step"], "peak_mb": result["peak_mb"]}
     print(json.dumps(results))
     return 0

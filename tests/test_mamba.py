@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from amr.config import MambaConfig
+from amr.model import native_scan
 from amr.model import selective_scan as scan_module
 from amr.model.mamba import (
     BidirectionalMambaEncoder,
@@ -108,52 +109,74 @@ def test_scan_matches_naive_outputs_and_all_gradients(length, chunk):
 
 
 def _needs_compiler():
-    if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("clang++") is None:
-        pytest.skip("no C++ compiler: the fused scan cannot be built here (eager path is used)")
+    if native_scan.native_scan_available():
+        return
+    if not any(shutil.which(c) for c in (os.environ.get("CC", "cc"), "gcc", "clang")):
+        pytest.skip("no C compiler: the fused scan cannot be built here (eager path is used)")
+    raise AssertionError(f"building the fused scan kernel failed: {native_scan.build_error()}")
 
 
-@pytest.mark.parametrize("variant", ["mamba", "plain"])
-def test_fused_scan_matches_naive_outputs_and_all_gradients(variant):
-    # Compiles the chunk kernels once per variant (cached on disk afterwards); 10 steps in
-    # chunks of 4 also exercise the zero-padded last chunk. "mamba": D, z gate, Δ bias and
-    # softplus inside the kernels, as the Mamba block calls it; "plain": none of them.
+@pytest.mark.parametrize(
+    "variant,batch,d_inner,length",
+    [("mamba", 2, 5, 10), ("plain", 2, 5, 10), ("mamba", 3, 21, 11), ("mamba", 1, 32, 3)],
+)
+def test_fused_scan_matches_naive_outputs_and_all_gradients(variant, batch, d_inner, length):
+    # The kernel works in blocks of 16 channels: 5 and 21 channels exercise a partial last block,
+    # 32 two full ones; chunks of 4 over 10 or 11 steps a short last chunk. "mamba": D, z gate,
+    # Δ bias and softplus inside the kernel, as the Mamba block calls it; "plain": none of them.
     _needs_compiler()
-    inputs = {k: v.requires_grad_() for k, v in scan_inputs(2, 5, 3, 10, seed=9).items()}
+    inputs = {k: v.requires_grad_() for k, v in scan_inputs(batch, d_inner, 3, length, seed=9).items()}
     softplus = variant == "mamba"
     if variant == "plain":
         inputs = {k: inputs[k] for k in ("u", "delta", "A", "B", "C")}
         with torch.no_grad():
             inputs["delta"] = inputs["delta"].exp().requires_grad_()  # positive Δ without softplus
     ours = selective_scan(**inputs, delta_softplus=softplus, chunk=4, fused=True)
-    assert scan_module.fused_scan_available(), "compiling the fused kernels failed"
+    assert scan_module.fused_scan_available(), "building the fused kernel failed"
     ref = naive_selective_scan(**inputs, delta_softplus=softplus)
     assert_same_outputs_and_gradients(ours, ref, inputs)
 
 
-def test_fused_scan_falls_back_to_eager_when_compiling_fails(monkeypatch):
-    def broken_compiler():
-        raise RuntimeError("no C++ compiler")
+def test_fused_scan_float32_matches_eager():
+    _needs_compiler()
+    inputs64 = scan_inputs(3, 40, 16, 37, seed=5)
+    inputs = {k: v.float().requires_grad_() for k, v in inputs64.items()}
+    eager = {k: v.float().requires_grad_() for k, v in inputs64.items()}
+    ours = selective_scan(**inputs, delta_softplus=True, chunk=8, fused=True)
+    ref = selective_scan(**eager, delta_softplus=True, chunk=8, fused=False)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+    grad_out = torch.randn_like(ref)
+    ours_grads = torch.autograd.grad(ours, list(inputs.values()), grad_out)
+    ref_grads = torch.autograd.grad(ref, list(eager.values()), grad_out)
+    for name, a, b in zip(inputs, ours_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"grad of {name}: {m}")
 
-    monkeypatch.setattr(scan_module, "_fused_kernels", broken_compiler)
+
+def test_fused_scan_falls_back_to_eager_when_building_fails(monkeypatch):
+    def broken_build():
+        raise native_scan.NativeBuildError("no C compiler found")
+
+    monkeypatch.setattr(native_scan, "_load", broken_build)
+    monkeypatch.setitem(native_scan._STATE, "error", None)
     monkeypatch.setitem(scan_module._FUSED, "disabled", None)
     inputs = {k: v.requires_grad_() for k, v in scan_inputs(1, 3, 2, 6, seed=2).items()}
     with pytest.warns(RuntimeWarning, match="eager chunked scan"):
         ours = selective_scan(**inputs, delta_softplus=True, chunk=4, fused=True)
     ref = naive_selective_scan(**inputs, delta_softplus=True)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-10)
-    assert not scan_module.fused_scan_available()  # monkeypatch restores the flag afterwards
+    assert not scan_module.fused_scan_available()  # monkeypatch restores the flags afterwards
 
 
 def test_fused_scan_backward_falls_back_to_eager_gradients(monkeypatch):
     _needs_compiler()
 
     def broken_backward(*args, **kwargs):
-        raise RuntimeError("backward kernel failed to compile")
+        raise RuntimeError("backward kernel failed")
 
-    monkeypatch.setattr(scan_module, "_backward_fused", broken_backward)
+    monkeypatch.setattr(native_scan, "backward", broken_backward)
     monkeypatch.setitem(scan_module._FUSED, "disabled", None)
     inputs = {k: v.requires_grad_() for k, v in scan_inputs(1, 3, 2, 6, seed=4).items()}
-    ours = selective_scan(**inputs, delta_softplus=True, chunk=4, fused=True)  # compiled forward
+    ours = selective_scan(**inputs, delta_softplus=True, chunk=4, fused=True)  # kernel forward
     ref = naive_selective_scan(**inputs, delta_softplus=True)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-10)
     grad_out = torch.randn_like(ref)

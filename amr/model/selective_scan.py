@@ -16,14 +16,13 @@ chunk is a contiguous slab, so every per-step and per-chunk operation runs on de
 
 Two implementations of the per-chunk work give the same results:
 - eager: in-place buffers, one fused multiply-add per step, batched mat-vecs for the contractions;
-- fused (``FusedSelectiveScan``): the same arithmetic as plain expressions compiled by
-  ``torch.compile`` (C++ on CPU), with softplus(dt + bias), the D skip and the silu(z) gate
-  inside the chunk kernels, so no full-size elementwise intermediates are made. Compiling takes
-  10-20 s per process (a second batch size recompiles once, with a dynamic batch dimension),
-  which long training runs earn back and a pipeline of short demo runs does not; the knob
-  ``mamba.compile_cpu_scan`` (params.yaml) chooses, and only scans large enough to pay off use
-  it (``use_fused_scan``).
-  If compiling fails (e.g. no C++ compiler), a warning is issued and the eager path takes over.
+- fused (``FusedSelectiveScan``): a C kernel (``selective_scan_cpu.c``, built at first use by
+  :mod:`amr.model.native_scan` in a second or two, cached on disk) with softplus(dt + bias), the
+  D skip and the silu(z) gate inside, 16 channels of one batch element per vector block, so no
+  full-size elementwise intermediates are made and each step's states stay in cache. The knob
+  ``mamba.compile_cpu_scan`` (params.yaml) turns it on, and only scans large enough to matter use
+  it (``use_fused_scan``). If building fails (e.g. no C compiler), a warning is issued and the
+  eager path takes over.
 """
 from __future__ import annotations
 
@@ -33,6 +32,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+from amr.model import native_scan
 
 
 def _chunk_states(
@@ -143,188 +144,55 @@ def _backward_eager(u, delta, A, B, C, entry, grad_y, chunk: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fused path: the same chunk arithmetic as plain tensor expressions, compiled by torch.compile
-# (TorchInductor writes one C++ loop nest per fusion group, so the per-step work of a chunk stays
-# in registers/cache instead of streaming (chunk, B, D, N) buffers through memory ~20 times).
+# Fused path: the C kernel of ``selective_scan_cpu.c`` (built at first use, see native_scan.py).
 # ---------------------------------------------------------------------------------------------
-def _forward_chunk(dt, u, z, A, B, C, D, bias, h, softplus: bool, gated: bool):
-    """One chunk of the whole mixer arithmetic after the projections, as mamba-ssm's kernel does it:
-    Δ = softplus(dt + bias); the recurrence; y = (C·h + D u) ⊙ silu(z).
+_FUSED = {"disabled": None}
 
-    dt, u, z (T, B, D); B, C (T, B, N); A (D, N); D, bias (D,); h (B, D, N) → y (T, B, D), last h.
-    """
-    ys = []
-    for i in range(dt.shape[0]):
-        delta = dt[i] + bias
-        if softplus:
-            delta = F.softplus(delta)
-        h = torch.exp(delta.unsqueeze(-1) * A) * h + (delta * u[i]).unsqueeze(-1) * B[i].unsqueeze(-2)
-        y = (h * C[i].unsqueeze(-2)).sum(-1) + D * u[i]
-        ys.append(y * F.silu(z[i]) if gated else y)
-    return torch.stack(ys), h
-
-
-def _backward_chunk(dt, u, z, A, B, C, D, bias, h0, grad_out, carry, partial_A, partial_D, partial_bias,
-                    softplus: bool, gated: bool):
-    """Back-propagate through one chunk given dLoss/dh flowing in from the next chunk (``carry``).
-
-    Returns d dt, du, dz, the running per-batch-element sums of dA (B, D, N), dD and d bias
-    (B, D), then dB, dC and the carry for the previous chunk, exp(Δ_0 A) ⊙ dh_0. The parameter
-    gradients are summed over the batch once, after the last chunk: a per-step sum over the
-    batch would split the compiled kernel into extra loops with full-size intermediates.
-    """
-    steps = dt.shape[0]
-    deltas, decays, states = [], [], []
-    h = h0
-    for i in range(steps):
-        delta = dt[i] + bias
-        deltas.append(F.softplus(delta) if softplus else delta)
-        decays.append(torch.exp(deltas[i].unsqueeze(-1) * A))
-        h = decays[i] * h + (deltas[i] * u[i]).unsqueeze(-1) * B[i].unsqueeze(-2)
-        states.append(h)
-    grad_h = carry
-    grad_dt, grad_u, grad_z, grad_B, grad_C = ([None] * steps for _ in range(5))
-    for i in reversed(range(steps)):
-        if gated:
-            gate_sigmoid = torch.sigmoid(z[i])
-            pre_gate = (states[i] * C[i].unsqueeze(-2)).sum(-1) + D * u[i]
-            grad_y = grad_out[i] * z[i] * gate_sigmoid
-            # d silu(z)/dz = σ(z) (1 + z (1 - σ(z)))
-            grad_z[i] = grad_out[i] * pre_gate * gate_sigmoid * (1 + z[i] * (1 - gate_sigmoid))
-        else:
-            grad_y = grad_out[i]
-        partial_D = partial_D + grad_y * u[i]
-        grad_h = grad_h + grad_y.unsqueeze(-1) * C[i].unsqueeze(-2)
-        grad_C[i] = (states[i] * grad_y.unsqueeze(-1)).sum(-2)
-        grad_delta_u = (grad_h * B[i].unsqueeze(-2)).sum(-1)
-        grad_B[i] = (grad_h * (deltas[i] * u[i]).unsqueeze(-1)).sum(-2)
-        grad_log_decay = grad_h * decays[i] * (states[i - 1] if i > 0 else h0)
-        # Δ enters through the decay and through the input term Δu; softplus' = sigmoid
-        grad_delta = (grad_log_decay * A).sum(-1) + grad_delta_u * u[i]
-        grad_dt[i] = grad_delta * torch.sigmoid(dt[i] + bias) if softplus else grad_delta
-        partial_bias = partial_bias + grad_dt[i]
-        grad_u[i] = grad_delta_u * deltas[i] + grad_y * D
-        partial_A = partial_A + grad_log_decay * deltas[i].unsqueeze(-1)
-        grad_h = decays[i] * grad_h
-    return (
-        torch.stack(grad_dt),
-        torch.stack(grad_u),
-        torch.stack(grad_z) if gated else None,
-        partial_A,
-        partial_D,
-        partial_bias,
-        torch.stack(grad_B),
-        torch.stack(grad_C),
-        grad_h,
-    )
-
-
-_FUSED = {"kernels": None, "disabled": None}
-
-# Below this many state updates (L·B·D·N) per call, compiling (seconds, once per shape family)
-# cannot pay off, so the default picks the eager path: small models and tests never compile.
+# Below this many state updates (L·B·D·N) per call the eager path is as fast, so the default
+# picks it there: small models and most tests never build or call the kernel.
 FUSED_MIN_WORK = 1 << 20
 
 
 def fused_scan_available() -> bool:
-    """False once compiling the fused chunk kernels has failed in this process."""
-    return _FUSED["disabled"] is None
+    """False once building or running the compiled kernel has failed in this process."""
+    if _FUSED["disabled"] is not None:
+        return False
+    if not native_scan.native_scan_available():
+        _disable_fused(native_scan.build_error())
+        return False
+    return True
 
 
 def use_fused_scan(u: torch.Tensor, d_state: int, compile_cpu_scan: bool) -> bool:
-    """Fused when asked for, on CPU, for a scan large enough to earn its compile."""
-    if not compile_cpu_scan or u.device.type != "cpu" or not fused_scan_available():
+    """Fused when asked for, on CPU, for a scan large enough to matter."""
+    if not compile_cpu_scan or u.device.type != "cpu" or u.numel() * d_state < FUSED_MIN_WORK:
         return False
-    return u.numel() * d_state >= FUSED_MIN_WORK
+    return fused_scan_available()
 
 
-def _fused_kernels():
-    """Compiled (forward chunk, backward chunk)."""
-    if _FUSED["kernels"] is None:
-        _FUSED["kernels"] = (torch.compile(_forward_chunk), torch.compile(_backward_chunk))
-    return _FUSED["kernels"]
-
-
-def _disable_fused(exc: Exception) -> None:
+def _disable_fused(exc: Exception | None) -> None:
     _FUSED["disabled"] = exc
     warnings.warn(
-        f"selective scan: compiling the fused CPU kernels failed ({type(exc).__name__}: {exc}); "
-        "using the eager chunked scan (same results, slower). Install a C++ compiler, or set "
+        f"selective scan: the compiled CPU kernel is unavailable ({type(exc).__name__}: {exc}); "
+        "using the eager chunked scan (same results, slower). Install a C compiler (gcc), or set "
         "mamba.compile_cpu_scan: false in params.yaml to silence this.",
         RuntimeWarning,
         stacklevel=3,
     )
 
 
-def _chunk_views(tensors, start: int, chunk: int):
-    """Steps start … start+chunk-1 of each tensor as fresh (small) tensors; a shorter last chunk
-    is zero-padded to ``chunk`` steps, so all chunks share one compiled kernel. Padded steps have
-    Δ = 0 (decay 1) and no input: they carry the state through unchanged and get zero gradient.
-    Copies rather than views: views at varying storage offsets would make dynamo recompile."""
-    views = [t[start : start + chunk] for t in tensors]
-    missing = chunk - views[0].shape[0]
-    if missing:
-        return [torch.cat([v, v.new_zeros(missing, *v.shape[1:])]) for v in views]
-    return [v.clone() for v in views]
-
-
-def _forward_fused(u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool):
-    L, batch, d_inner = u.shape
-    n_chunks = math.ceil(L / chunk)
-    forward_chunk = _fused_kernels()[0]
-    entry = u.new_empty(n_chunks, batch, d_inner, A.shape[1])
-    entry[0].zero_()
-    y = u.new_empty(L, batch, d_inner)
-    h = entry[0]
-    for k in range(n_chunks):
-        t0 = k * chunk
-        dt_k, u_k, z_k, B_k, C_k = _chunk_views((dt, u, z, B, C), t0, chunk)
-        y_k, h = forward_chunk(dt_k, u_k, z_k, A, B_k, C_k, D, bias, h, softplus, gated)
-        y[t0 : t0 + chunk] = y_k[: min(chunk, L - t0)]
-        if k + 1 < n_chunks:
-            entry[k + 1].copy_(h)
-    return y, entry
-
-
-def _backward_fused(u, dt, z, A, B, C, D, bias, entry, grad_out, chunk: int, softplus: bool, gated: bool):
-    """Gradients of u, dt, z (None unless gated), A, B, C, D and bias."""
-    L = u.shape[0]
-    n_chunks = entry.shape[0]
-    backward_chunk = _fused_kernels()[1]
-    grad_dt, grad_u = torch.empty_like(u), torch.empty_like(u)
-    grad_z = torch.empty_like(u) if gated else None
-    grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
-    partial_A = torch.zeros_like(entry[0])  # per batch element; summed over the batch at the end
-    partial_D, partial_bias = torch.zeros_like(u[0]), torch.zeros_like(u[0])
-    carry = torch.zeros_like(entry[0])
-    for k in reversed(range(n_chunks)):
-        t0 = k * chunk
-        n = min(chunk, L - t0)
-        dt_k, u_k, z_k, B_k, C_k, grad_k = _chunk_views((dt, u, z, B, C, grad_out), t0, chunk)
-        g_dt, g_u, g_z, partial_A, partial_D, partial_bias, g_B, g_C, carry = backward_chunk(
-            dt_k, u_k, z_k, A, B_k, C_k, D, bias, entry[k].clone(), grad_k, carry,
-            partial_A, partial_D, partial_bias, softplus, gated,
-        )  # fmt: skip
-        grad_dt[t0 : t0 + n] = g_dt[:n]
-        grad_u[t0 : t0 + n] = g_u[:n]
-        if gated:
-            grad_z[t0 : t0 + n] = g_z[:n]
-        grad_B[t0 : t0 + n] = g_B[:n]
-        grad_C[t0 : t0 + n] = g_C[:n]
-    return grad_u, grad_dt, grad_z, partial_A.sum(0), grad_B, grad_C, partial_D.sum(0), partial_bias.sum(0)
-
-
 class FusedSelectiveScan(torch.autograd.Function):
     """The compiled CPU path: Δ = softplus(dt + bias), the scan, y = (C·h + D u) ⊙ silu(z), all
-    inside the chunk kernels, so none of the mixer's full-size elementwise intermediates exist.
+    inside the C kernel, so none of the mixer's full-size elementwise intermediates exist and the
+    states are never stored beyond one entry state per chunk.
 
-    Inputs time-major and contiguous, one floating dtype: u, dt, z (L, B, D); A (D, N); B, C
-    (L, B, N); D, bias (D,). ``gated=False`` ignores z (pass any tensor of u's shape).
+    Inputs time-major and contiguous, one floating dtype (float32 or float64): u, dt, z (L, B, D);
+    A (D, N); B, C (L, B, N); D, bias (D,). ``gated=False`` ignores z (pass any tensor of u's shape).
     """
 
     @staticmethod
     def forward(ctx, u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool):
-        y, entry = _forward_fused(u, dt, z, A, B, C, D, bias, chunk, softplus, gated)
+        y, entry = native_scan.forward(u, dt, z, A, B, C, D, bias, chunk, softplus, gated)
         ctx.save_for_backward(u, dt, z, A, B, C, D, bias, entry)
         ctx.chunk, ctx.softplus, ctx.gated = chunk, softplus, gated
         return y
@@ -335,10 +203,10 @@ class FusedSelectiveScan(torch.autograd.Function):
         u, dt, z, A, B, C, D, bias, entry = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         try:
-            grads = _backward_fused(
+            grads = native_scan.backward(
                 u, dt, z, A, B, C, D, bias, entry, grad_out, ctx.chunk, ctx.softplus, ctx.gated
             )
-        except Exception as exc:  # noqa: BLE001 - a compiler failure: same gradients, eagerly
+        except Exception as exc:  # noqa: BLE001 - a kernel failure: same gradients, eagerly
             _disable_fused(exc)
             grads = _eager_gradients(u, dt, z, A, B, C, D, bias, grad_out, ctx.chunk, ctx.softplus, ctx.gated)
         grad_u, grad_dt, grad_z, grad_A, grad_B, grad_C, grad_D, grad_bias = grads
@@ -419,7 +287,7 @@ def selective_scan_time_major(
         try:
             y = FusedSelectiveScan.apply(u, delta, z, A, B, C, D, bias, chunk, delta_softplus, gated)
             return y.to(dtype_in)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, same math
+        except Exception as exc:  # noqa: BLE001 - any kernel failure: fall back, same math
             _disable_fused(exc)
     return _eager_composition(u, delta, z, A, B, C, D, bias, chunk, delta_softplus, gated).to(dtype_in)
 

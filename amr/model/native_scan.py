@@ -1,0 +1,146 @@
+"""The compiled CPU selective scan: ``selective_scan_cpu.c``, built at first use, called via ctypes.
+
+The C kernel does the whole mixer arithmetic after the projections (softplus(dt + bias), the
+recurrence, the D skip and the silu(z) gate) and its exact backward, one block of 16 channels of
+one batch element at a time, so the (B, L, D, N) state tensors never exist and each step's states
+stay in cache. It is built twice, for float32 and float64, with the system C compiler (``$CC``,
+else ``cc``) and OpenMP, into ``$XDG_CACHE_HOME/amr/native`` (``~/.cache/amr/native``), keyed
+by the source, the flags and this CPU's features; a build takes a second or two, once.
+
+``-ffast-math`` is given when compiling only, not when linking: linking with it would add
+``crtfastmath.o``, which switches the whole process to flush-denormals-to-zero.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("selective_scan_cpu.c")
+COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-std=c11"]
+LINK_FLAGS = ["-shared", "-fopenmp"]
+
+_STATE: dict = {"libs": None, "error": None}
+
+
+class NativeBuildError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "amr" / "native"
+
+
+def _cpu_signature() -> str:
+    """Features -march=native compiles for: a cache shared by different CPUs stays correct."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise NativeBuildError("no C compiler found (set $CC or install gcc)")
+    return cc
+
+
+def _build(real: str, cc: str) -> Path:
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([source, real.encode(), " ".join(COMPILE_FLAGS + LINK_FLAGS).encode(),
+                    cc.encode(), _cpu_signature().encode()])
+    ).hexdigest()[:16]
+    target = cache_dir() / f"selective_scan_{real}_{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        obj, lib = Path(tmp) / "scan.o", Path(tmp) / "scan.so"
+        for cmd in (
+            [cc, *COMPILE_FLAGS, f"-DREAL={real}", "-c", str(SOURCE), "-o", str(obj)],
+            [cc, *LINK_FLAGS, str(obj), "-o", str(lib), "-lm"],
+        ):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise NativeBuildError(f"`{' '.join(cmd)}` failed:\n{proc.stderr.strip()}")
+        os.replace(lib, target)  # atomic: concurrent builders never load a half-written file
+    return target
+
+
+def _load() -> dict:
+    if _STATE["libs"] is None:
+        cc = _compiler()
+        libs = {}
+        for dtype, real in ((torch.float32, "float"), (torch.float64, "double")):
+            lib = ctypes.CDLL(str(_build(real, cc)))
+            for name in ("scan_forward", "scan_backward"):
+                getattr(lib, name).restype = None
+            libs[dtype] = lib
+        _STATE["libs"] = libs
+    return _STATE["libs"]
+
+
+def native_scan_available() -> bool:
+    """True when the kernel is (or can be) built and loaded; failures are remembered."""
+    if _STATE["error"] is not None:
+        return False
+    try:
+        _load()
+    except (NativeBuildError, OSError) as exc:
+        _STATE["error"] = exc
+        return False
+    return True
+
+
+def build_error() -> Exception | None:
+    return _STATE["error"]
+
+
+def _ptr(t: torch.Tensor | None):
+    return ctypes.c_void_p(0 if t is None else t.data_ptr())
+
+
+def _sizes(u: torch.Tensor, A: torch.Tensor, chunk: int, softplus: bool, gated: bool, threads: int):
+    L, batch, d_inner = u.shape
+    return [ctypes.c_int64(v) for v in (L, batch, d_inner, A.shape[1], chunk)] + [
+        ctypes.c_int(int(softplus)), ctypes.c_int(int(gated)), ctypes.c_int(threads)]
+
+
+def forward(u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool):
+    """y (L, B, D) and the chunk entry states (K, B, N, D). Inputs contiguous, one dtype."""
+    lib = _load()[u.dtype]
+    L, batch, d_inner = u.shape
+    n_chunks = -(-L // chunk)
+    y = torch.empty_like(u)
+    entry = u.new_empty(n_chunks, batch, A.shape[1], d_inner)
+    lib.scan_forward(*map(_ptr, (u, dt, z if gated else None, A, B, C, D, bias, y, entry)),
+                     *_sizes(u, A, chunk, softplus, gated, torch.get_num_threads()))
+    return y, entry
+
+
+def backward(u, dt, z, A, B, C, D, bias, entry, grad_y, chunk: int, softplus: bool, gated: bool):
+    """Gradients of u, dt, z (None unless gated), A, B, C, D and bias."""
+    lib = _load()[u.dtype]
+    grad_u, grad_dt = torch.empty_like(u), torch.empty_like(u)
+    grad_z = torch.empty_like(u) if gated else None
+    grad_B, grad_C = torch.zeros_like(B), torch.zeros_like(C)
+    grad_A, grad_D, grad_bias = torch.empty_like(A), torch.empty_like(D), torch.empty_like(bias)
+    lib.scan_backward(
+        *map(_ptr, (u, dt, z if gated else None, A, B, C, D, bias, entry, grad_y,
+                    grad_u, grad_dt, grad_z, grad_A, grad_B, grad_C, grad_D, grad_bias)),
+        *_sizes(u, A, chunk, softplus, gated, torch.get_num_threads()),
+    )
+    return grad_u, grad_dt, grad_z, grad_A, grad_B, grad_C, grad_D, grad_bias
