@@ -17,6 +17,7 @@ from amr.model.mamba import (
     BidirectionalMambaEncoder,
     Mamba,
     causal_depthwise_conv,
+    conv_silu,
     reverse_valid_frames_index,
 )
 from amr.model.selective_scan import ChunkedSelectiveScan, selective_scan
@@ -430,3 +431,21 @@ def test_encoder_rejects_bad_mask():
         encoder(x, torch.ones(2, 5))
     with pytest.raises(ValueError, match="contiguous valid prefix"):
         encoder(x, torch.tensor([[True, False, True, True, True]] * 2))
+
+
+@pytest.mark.parametrize("length,dtype", [(1, torch.float64), (3, torch.float64), (13, torch.float64),
+                                          (13, torch.float32)])
+def test_fused_conv_silu_matches_eager_outputs_and_gradients(length, dtype):
+    _needs_compiler()
+    g = torch.Generator().manual_seed(length)
+    u = torch.randn(length, 3, 20, generator=g, dtype=dtype, requires_grad=True)
+    weight = torch.randn(20, 4, generator=g, dtype=dtype, requires_grad=True)
+    bias = torch.randn(20, generator=g, dtype=dtype, requires_grad=True)
+    ours = conv_silu(u, weight, bias, fused=True)
+    ref = F.silu(causal_depthwise_conv(u, weight, bias))
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours, ref, **tol)
+    grad_out = torch.randn(ref.shape, generator=g, dtype=dtype)
+    for name, a, b in zip(("u", "weight", "bias"), torch.autograd.grad(ours, (u, weight, bias), grad_out),
+                          torch.autograd.grad(ref, (u, weight, bias), grad_out)):
+        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"grad of {name}: {m}")

@@ -22,7 +22,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from amr.config import MambaConfig
-from amr.model.selective_scan import selective_scan_time_major, use_fused_scan
+from amr.model import native_scan
+from amr.model.selective_scan import fused_scan_available, selective_scan_time_major, use_fused_scan
 
 # mamba-ssm is an optional GPU extra: only look whether it is installed here, import it on first use.
 _HAS_MAMBA_SSM = importlib.util.find_spec("mamba_ssm") is not None
@@ -124,7 +125,8 @@ class Mamba(nn.Module):
 
     def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
         u, z = self.in_proj(x).chunk(2, dim=-1)  # (L, B, d_inner) each
-        u = F.silu(causal_depthwise_conv(u, self.conv1d.weight[:, 0], self.conv1d.bias))
+        fused = use_fused_scan(u, self.d_state, self.compile_cpu_scan)
+        u = conv_silu(u, self.conv1d.weight[:, 0], self.conv1d.bias, fused)
         dt, B, C = torch.split(self.x_proj(u), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         y = selective_scan_time_major(
             u,
@@ -137,7 +139,7 @@ class Mamba(nn.Module):
             delta_bias=_at_least_fp32(self.dt_proj.bias),
             delta_softplus=True,
             chunk=self.chunk,
-            fused=use_fused_scan(u, self.d_state, self.compile_cpu_scan),
+            fused=fused,
         )
         return self.out_proj(y)
 
@@ -200,6 +202,30 @@ class _CausalDepthwiseConv(torch.autograd.Function):
 def causal_depthwise_conv(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Causal depthwise convolution over time: u (L, B, E), weight (E, K), bias (E) → (L, B, E)."""
     return _CausalDepthwiseConv.apply(u, weight, bias)
+
+
+class _FusedConvSilu(torch.autograd.Function):
+    """silu(causal_depthwise_conv(u, weight, bias)) in the C kernel, one pass each way; the
+    pre-activation is recomputed in the backward instead of stored."""
+
+    @staticmethod
+    def forward(ctx, u, weight, bias):
+        ctx.save_for_backward(u, weight, bias)
+        return native_scan.conv_silu_forward(u, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        u, weight, bias = ctx.saved_tensors
+        return native_scan.conv_silu_backward(u, weight, bias, grad_out.contiguous())
+
+
+def conv_silu(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, fused: bool) -> torch.Tensor:
+    """silu of the causal depthwise convolution, u (L, B, E) time-major; ``fused``: the C kernel
+    (float32/float64, same results), else the eager ops."""
+    if fused and u.dtype in (torch.float32, torch.float64) and fused_scan_available():
+        return _FusedConvSilu.apply(u.contiguous(), weight.contiguous(), bias.contiguous())
+    return F.silu(causal_depthwise_conv(u, weight, bias))
 
 
 def reverse_valid_frames_index(mask: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,10 @@
-"""The compiled CPU selective scan: ``selective_scan_cpu.c``, built at first use, called via ctypes.
+"""The compiled CPU Mamba kernels: ``selective_scan_cpu.c``, built at first use, called via ctypes.
 
-The C kernel does the whole mixer arithmetic after the projections (softplus(dt + bias), the
+The scan kernel does the mixer's arithmetic after the projections (softplus(dt + bias), the
 recurrence, the D skip and the silu(z) gate) and its exact backward, one block of 16 channels of
 one batch element at a time, so the (B, L, D, N) state tensors never exist and each step's states
-stay in cache. It is built twice, for float32 and float64, with the system C compiler (``$CC``,
+stay in cache. A second pair of kernels does the mixer's causal depthwise convolution and its
+silu in one pass each way. The file is built twice, for float32 and float64, with the system C compiler (``$CC``,
 else ``cc``) and OpenMP, into ``$XDG_CACHE_HOME/amr/native`` (``~/.cache/amr/native``), keyed
 by the source, the flags and this CPU's features; a build takes a second or two, once.
 
@@ -58,21 +59,20 @@ def _compiler() -> str:
 
 
 def _build(real: str, cc: str) -> Path:
-    source = SOURCE.read_bytes()
+    target_dir = cache_dir()
+    compile_cmd = [cc, *COMPILE_FLAGS, f"-DREAL={real}", *(["-DREAL_IS_FLOAT"] if real == "float" else []),
+                   "-c", str(SOURCE)]
+    link_cmd = [cc, *LINK_FLAGS]
     key = hashlib.sha256(
-        b"\0".join([source, real.encode(), " ".join(COMPILE_FLAGS + LINK_FLAGS).encode(),
-                    cc.encode(), _cpu_signature().encode()])
+        b"\0".join([SOURCE.read_bytes(), " ".join(compile_cmd + link_cmd).encode(), _cpu_signature().encode()])
     ).hexdigest()[:16]
-    target = cache_dir() / f"selective_scan_{real}_{key}.so"
+    target = target_dir / f"selective_scan_{real}_{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
         obj, lib = Path(tmp) / "scan.o", Path(tmp) / "scan.so"
-        for cmd in (
-            [cc, *COMPILE_FLAGS, f"-DREAL={real}", "-c", str(SOURCE), "-o", str(obj)],
-            [cc, *LINK_FLAGS, str(obj), "-o", str(lib), "-lm"],
-        ):
+        for cmd in (compile_cmd + ["-o", str(obj)], link_cmd + [str(obj), "-o", str(lib), "-lm"]):
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise NativeBuildError(f"`{' '.join(cmd)}` failed:\n{proc.stderr.strip()}")
@@ -86,7 +86,7 @@ def _load() -> dict:
         libs = {}
         for dtype, real in ((torch.float32, "float"), (torch.float64, "double")):
             lib = ctypes.CDLL(str(_build(real, cc)))
-            for name in ("scan_forward", "scan_backward"):
+            for name in ("scan_forward", "scan_backward", "conv_silu_forward", "conv_silu_backward"):
                 getattr(lib, name).restype = None
             libs[dtype] = lib
         _STATE["libs"] = libs
@@ -144,3 +144,25 @@ def backward(u, dt, z, A, B, C, D, bias, entry, grad_y, chunk: int, softplus: bo
         *_sizes(u, A, chunk, softplus, gated, torch.get_num_threads()),
     )
     return grad_u, grad_dt, grad_z, grad_A, grad_B, grad_C, grad_D, grad_bias
+
+
+def conv_silu_forward(u, weight, bias):
+    """silu(causal depthwise conv): u (L, B, E), weight (E, K), bias (E) -> (L, B, E)."""
+    lib = _load()[u.dtype]
+    L, batch, width = u.shape
+    out = torch.empty_like(u)
+    lib.conv_silu_forward(*map(_ptr, (u, weight, bias, out)),
+                          *(ctypes.c_int64(v) for v in (L, batch, width, weight.shape[1])),
+                          ctypes.c_int(torch.get_num_threads()))
+    return out
+
+
+def conv_silu_backward(u, weight, bias, grad_out):
+    """Gradients of u, weight and bias."""
+    lib = _load()[u.dtype]
+    L, batch, width = u.shape
+    grad_u, grad_weight, grad_bias = torch.empty_like(u), torch.empty_like(weight), torch.empty_like(bias)
+    lib.conv_silu_backward(*map(_ptr, (u, weight, bias, grad_out, grad_u, grad_weight, grad_bias)),
+                           *(ctypes.c_int64(v) for v in (L, batch, width, weight.shape[1])),
+                           ctypes.c_int(torch.get_num_threads()))
+    return grad_u, grad_weight, grad_bias

@@ -28,11 +28,30 @@
 #define W 16
 #define SOFTPLUS_THRESHOLD 20 /* as torch and mamba-ssm: softplus(x) = x above it */
 
+/* exp, inlined in float: a libm call inside the lane loops costs more than their arithmetic.
+ * Range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 polynomial for exp(r): relative
+ * error below 2e-7 (about 1 ulp). The argument is clamped to [-87, 88]: no denormals, no inf.
+ * In double: libm's exp. */
+static inline REAL exp_(REAL x) {
+#ifdef REAL_IS_FLOAT
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float k = __builtin_roundf(x * 1.44269504088896341f);
+    const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187045e-06f;
+    const float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667163372f + r * (0.0416664853692055f
+                    + r * (0.0083333607763052f + r * (0.00139304355252535f + r * 0.000198527617612f))))));
+    union { float f; int32_t i; } v = {p};
+    v.i += (int32_t)k << 23;
+    return v.f;
+#else
+    return exp(x);
+#endif
+}
+
 static inline REAL softplus_(REAL x) {
-    const REAL soft = log1p(exp(x < SOFTPLUS_THRESHOLD ? x : SOFTPLUS_THRESHOLD));
+    const REAL soft = log1p(exp_(x < SOFTPLUS_THRESHOLD ? x : SOFTPLUS_THRESHOLD));
     return x <= SOFTPLUS_THRESHOLD ? soft : x;
 }
-static inline REAL sigmoid_(REAL x) { return 1 / (1 + exp(-x)); }
+static inline REAL sigmoid_(REAL x) { return 1 / (1 + exp_(-x)); }
 
 /* Block loads and stores. Lanes past D (the last block of a D that is not a multiple of W) read
  * as zero: there Delta = softplus(0) but u = 0 and A = 0, so the state stays zero and the lane's
@@ -128,7 +147,7 @@ void scan_forward(const REAL *restrict u, const REAL *restrict dt, const REAL *r
                         REAL *hn = hb + n * W;
                         const REAL *an = ab + n * W;
                         for (int j = 0; j < W; j++) {
-                            hn[j] = exp(delta[j] * an[j]) * hn[j] + du[j] * bn;
+                            hn[j] = exp_(delta[j] * an[j]) * hn[j] + du[j] * bn;
                             acc[j] += hn[j] * cn;
                         }
                     }
@@ -175,7 +194,7 @@ void scan_backward(const REAL *restrict u, const REAL *restrict dt, const REAL *
         REAL *gD = gA + state_size, *gbias = gD + blocks * W;
         REAL *h0 = malloc(sizeof(REAL) * state_size), *gh = malloc(sizeof(REAL) * state_size);
         REAL *states = malloc(sizeof(REAL) * chunk * state_size), *decays = malloc(sizeof(REAL) * chunk * state_size);
-        REAL *deltas = malloc(sizeof(REAL) * chunk * blocks * W);
+        REAL *deltas = malloc(sizeof(REAL) * chunk * blocks * W), *pres = malloc(sizeof(REAL) * chunk * blocks * W);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             for (int64_t i = 0; i < state_size; i++) gh[i] = 0;
@@ -198,12 +217,15 @@ void scan_backward(const REAL *restrict u, const REAL *restrict dt, const REAL *
                         REAL *hs = states + (i * blocks + blk) * N * W, *ds = decays + (i * blocks + blk) * N * W;
                         const REAL *prev = i > 0 ? states + ((i - 1) * blocks + blk) * N * W : h0 + blk * N * W;
                         const REAL *ab = At + blk * N * W;
+                        REAL *pre = pres + (i * blocks + blk) * W; /* C h + D u: the gate's input */
+                        for (int j = 0; j < W; j++) pre[j] = Dv[blk * W + j] * uv[j];
                         for (int64_t n = 0; n < N; n++) {
-                            const REAL bn = Bm[boff + n];
+                            const REAL bn = Bm[boff + n], cn = Cm[boff + n];
                             for (int j = 0; j < W; j++) {
                                 const int64_t x = n * W + j;
-                                ds[x] = exp(delta[j] * ab[x]);
+                                ds[x] = exp_(delta[j] * ab[x]);
                                 hs[x] = ds[x] * prev[x] + delta[j] * uv[j] * bn;
+                                pre[j] += hs[x] * cn;
                             }
                         }
                     }
@@ -223,13 +245,9 @@ void scan_backward(const REAL *restrict u, const REAL *restrict dt, const REAL *
                         load_step(dt, u, bv + blk * W, off, width, 0, raw, unused, uv);
                         load_block(grad_y, off, width, gy);
                         if (gated) {
-                            REAL zv[W], pre[W];
+                            REAL zv[W];
+                            const REAL *pre = pres + (i * blocks + blk) * W;
                             load_block(z, off, width, zv);
-                            for (int j = 0; j < W; j++) pre[j] = Db[j] * uv[j];
-                            for (int64_t n = 0; n < N; n++) {
-                                const REAL cn = Cm[boff + n];
-                                for (int j = 0; j < W; j++) pre[j] += hs[n * W + j] * cn;
-                            }
                             for (int j = 0; j < W; j++) {
                                 const REAL sg = sigmoid_(zv[j]);
                                 out[j] = gy[j] * pre[j] * sg * (1 + zv[j] * (1 - sg)); /* d silu */
@@ -272,7 +290,7 @@ void scan_backward(const REAL *restrict u, const REAL *restrict dt, const REAL *
                 }
             }
         }
-        free(h0); free(gh); free(states); free(decays); free(deltas);
+        free(h0); free(gh); free(states); free(decays); free(deltas); free(pres);
     }
     for (int64_t i = 0; i < D * N; i++) grad_A[i] = 0;
     for (int64_t i = 0; i < D; i++) grad_D[i] = grad_bias[i] = 0;
@@ -291,4 +309,101 @@ void scan_backward(const REAL *restrict u, const REAL *restrict dt, const REAL *
     free(At);
     free(Dv);
     free(bv);
+}
+
+/* The mixer's causal depthwise convolution and its silu, time-major: u, out (L, B, E),
+ * weight (E, K), bias (E):  pre_t = bias + sum_k weight[:, k] u_{t-(K-1)+k} (zero before t = 0),
+ * out_t = silu(pre_t). Threads take whole batch elements; the E channels are the vector lane. */
+void conv_silu_forward(const REAL *restrict u, const REAL *restrict weight, const REAL *restrict bias,
+                       REAL *restrict out, int64_t L, int64_t batch, int64_t E, int64_t K, int threads) {
+    REAL *wt = malloc(sizeof(REAL) * K * E); /* (K, E): contiguous per tap */
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t k = 0; k < K; k++) wt[k * E + e] = weight[e * K + k];
+    if (threads > batch) threads = (int)batch;
+    if (threads < 1) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t t = 0; t < L; t++) {
+            REAL *o = out + (t * batch + b) * E;
+            for (int64_t e = 0; e < E; e++) o[e] = bias[e];
+            for (int64_t k = 0; k < K; k++) {
+                const int64_t src = t - (K - 1) + k;
+                if (src < 0) continue;
+                const REAL *x = u + (src * batch + b) * E, *w = wt + k * E;
+                for (int64_t e = 0; e < E; e++) o[e] += w[e] * x[e];
+            }
+            for (int64_t e = 0; e < E; e++) o[e] *= sigmoid_(o[e]);
+        }
+    }
+    free(wt);
+}
+
+/* grad_u (L, B, E) is overwritten; grad_weight (E, K) and grad_bias (E) too. The pre-activation
+ * is recomputed; the gradient of pre at steps t … t+K-1 (all that grad_u_t needs) is kept in a
+ * ring of K rows while time runs backwards. */
+void conv_silu_backward(const REAL *restrict u, const REAL *restrict weight, const REAL *restrict bias,
+                        const REAL *restrict grad_out, REAL *restrict grad_u, REAL *restrict grad_weight,
+                        REAL *restrict grad_bias, int64_t L, int64_t batch, int64_t E, int64_t K, int threads) {
+    REAL *wt = malloc(sizeof(REAL) * K * E);
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t k = 0; k < K; k++) wt[k * E + e] = weight[e * K + k];
+    if (threads > batch) threads = (int)batch;
+    if (threads < 1) threads = 1;
+    const int64_t part_size = (K + 1) * E; /* per thread: grad of the (K, E) taps, then bias */
+    REAL *partial = calloc((size_t)threads * part_size, sizeof(REAL));
+#pragma omp parallel num_threads(threads)
+    {
+        REAL *gw = partial + (int64_t)omp_get_thread_num() * part_size, *gb = gw + K * E;
+        REAL *ring = malloc(sizeof(REAL) * K * E), *pre = malloc(sizeof(REAL) * E);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            for (int64_t t = L - 1; t >= 0; t--) {
+                for (int64_t e = 0; e < E; e++) pre[e] = bias[e];
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t src = t - (K - 1) + k;
+                    if (src < 0) continue;
+                    const REAL *x = u + (src * batch + b) * E, *w = wt + k * E;
+                    for (int64_t e = 0; e < E; e++) pre[e] += w[e] * x[e];
+                }
+                REAL *g = ring + (t % K) * E; /* d pre_t */
+                const REAL *go = grad_out + (t * batch + b) * E;
+                for (int64_t e = 0; e < E; e++) {
+                    const REAL sg = sigmoid_(pre[e]);
+                    g[e] = go[e] * sg * (1 + pre[e] * (1 - sg));
+                    gb[e] += g[e];
+                }
+                for (int64_t k = 0; k < K; k++) { /* tap k of pre_t reads u_{t-(K-1)+k} */
+                    const int64_t src = t - (K - 1) + k;
+                    if (src < 0) continue;
+                    const REAL *x = u + (src * batch + b) * E;
+                    REAL *gwk = gw + k * E;
+                    for (int64_t e = 0; e < E; e++) gwk[e] += g[e] * x[e];
+                }
+                /* u_t feeds pre_{t+(K-1)-k} through tap k */
+                REAL *gu = grad_u + (t * batch + b) * E;
+                for (int64_t e = 0; e < E; e++) gu[e] = 0;
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t dst = t + (K - 1) - k;
+                    if (dst >= L) continue;
+                    const REAL *gd = ring + (dst % K) * E, *w = wt + k * E;
+                    for (int64_t e = 0; e < E; e++) gu[e] += w[e] * gd[e];
+                }
+            }
+        }
+        free(ring);
+        free(pre);
+    }
+    for (int64_t e = 0; e < E; e++) {
+        grad_bias[e] = 0;
+        for (int64_t k = 0; k < K; k++) grad_weight[e * K + k] = 0;
+    }
+    for (int th = 0; th < threads; th++) {
+        const REAL *p = partial + th * part_size;
+        for (int64_t e = 0; e < E; e++) {
+            for (int64_t k = 0; k < K; k++) grad_weight[e * K + k] += p[k * E + e];
+            grad_bias[e] += p[K * E + e];
+        }
+    }
+    free(partial);
+    free(wt);
 }
