@@ -44,8 +44,8 @@ class Mamba(nn.Module):
     """One causal Mamba mixer: (B, L, d_model) → (B, L, d_model).
 
     d_inner = expand · d_model; dt_rank = ceil(d_model / 16). ``chunk`` (speed against memory)
-    and ``compile_cpu_scan`` (compiled chunk kernels for large CPU scans) only choose how the CPU
-    scan runs; neither changes the result.
+    and ``compile_cpu_scan`` (C kernels for the conv + silu and the scan of large CPU inputs)
+    only choose how the CPU path runs; neither changes the result.
     """
 
     def __init__(

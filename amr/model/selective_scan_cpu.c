@@ -9,12 +9,13 @@
  *   Delta_t = softplus(dt_t + bias)             h_t = exp(Delta_t A) h_{t-1} + Delta_t u_t B_t
  *   y_t = (C_t . h_t + Dskip u_t) silu(z_t)
  *
- * Work is split into blocks of W channels of one batch element; the W channels are the
- * innermost (vectorised) loop and a block's N states stay in cache. The forward saves the state
- * entering each chunk; the backward walks the chunks in reverse, recomputes one chunk's states
- * from its entry state and back-propagates through it. Threads take whole batch elements in
- * the backward, so the dB and dC sums over channels need no locking; the per-channel gradients
- * of A, Dskip and bias are summed per thread and added up at the end.
+ * Threads take whole batch elements and walk time in the outer loop; within a step the channels
+ * go in blocks of W, the innermost (vectorised) loop, and the batch element's (D, N) state stays
+ * in cache. The forward saves the state entering each chunk; the backward walks the chunks in
+ * reverse, recomputes one chunk's states from its entry state and back-propagates through it.
+ * As a thread owns its batch elements, the dB and dC sums over channels need no locking; the
+ * per-channel gradients of A, Dskip and bias are summed per thread and added up at the end.
+ * The file ends with the mixer's causal depthwise convolution + silu, forward and backward.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -314,11 +315,17 @@ void scan_backward(const REAL *restrict u, const REAL *restrict dt, const REAL *
 /* The mixer's causal depthwise convolution and its silu, time-major: u, out (L, B, E),
  * weight (E, K), bias (E):  pre_t = bias + sum_k weight[:, k] u_{t-(K-1)+k} (zero before t = 0),
  * out_t = silu(pre_t). Threads take whole batch elements; the E channels are the vector lane. */
-void conv_silu_forward(const REAL *restrict u, const REAL *restrict weight, const REAL *restrict bias,
-                       REAL *restrict out, int64_t L, int64_t batch, int64_t E, int64_t K, int threads) {
-    REAL *wt = malloc(sizeof(REAL) * K * E); /* (K, E): contiguous per tap */
+/* weight (E, K) -> a new (K, E) array: each tap contiguous over the channels */
+static REAL *taps_by_channel(const REAL *restrict weight, int64_t E, int64_t K) {
+    REAL *wt = malloc(sizeof(REAL) * K * E);
     for (int64_t e = 0; e < E; e++)
         for (int64_t k = 0; k < K; k++) wt[k * E + e] = weight[e * K + k];
+    return wt;
+}
+
+void conv_silu_forward(const REAL *restrict u, const REAL *restrict weight, const REAL *restrict bias,
+                       REAL *restrict out, int64_t L, int64_t batch, int64_t E, int64_t K, int threads) {
+    REAL *wt = taps_by_channel(weight, E, K);
     if (threads > batch) threads = (int)batch;
     if (threads < 1) threads = 1;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -344,9 +351,7 @@ void conv_silu_forward(const REAL *restrict u, const REAL *restrict weight, cons
 void conv_silu_backward(const REAL *restrict u, const REAL *restrict weight, const REAL *restrict bias,
                         const REAL *restrict grad_out, REAL *restrict grad_u, REAL *restrict grad_weight,
                         REAL *restrict grad_bias, int64_t L, int64_t batch, int64_t E, int64_t K, int threads) {
-    REAL *wt = malloc(sizeof(REAL) * K * E);
-    for (int64_t e = 0; e < E; e++)
-        for (int64_t k = 0; k < K; k++) wt[k * E + e] = weight[e * K + k];
+    REAL *wt = taps_by_channel(weight, E, K);
     if (threads > batch) threads = (int)batch;
     if (threads < 1) threads = 1;
     const int64_t part_size = (K + 1) * E; /* per thread: grad of the (K, E) taps, then bias */
