@@ -323,6 +323,18 @@ static REAL *taps_by_channel(const REAL *restrict weight, int64_t E, int64_t K) 
     return wt;
 }
 
+/* pre (E) = bias + sum_k wt[k] u_{t-(K-1)+k} for batch element b: the conv before its silu */
+static inline void conv_pre(const REAL *restrict u, const REAL *restrict wt, const REAL *restrict bias,
+                            int64_t t, int64_t b, int64_t batch, int64_t E, int64_t K, REAL *restrict pre) {
+    for (int64_t e = 0; e < E; e++) pre[e] = bias[e];
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t src = t - (K - 1) + k;
+        if (src < 0) continue;
+        const REAL *x = u + (src * batch + b) * E, *w = wt + k * E;
+        for (int64_t e = 0; e < E; e++) pre[e] += w[e] * x[e];
+    }
+}
+
 void conv_silu_forward(const REAL *restrict u, const REAL *restrict weight, const REAL *restrict bias,
                        REAL *restrict out, int64_t L, int64_t batch, int64_t E, int64_t K, int threads) {
     REAL *wt = taps_by_channel(weight, E, K);
@@ -332,13 +344,7 @@ void conv_silu_forward(const REAL *restrict u, const REAL *restrict weight, cons
     for (int64_t b = 0; b < batch; b++) {
         for (int64_t t = 0; t < L; t++) {
             REAL *o = out + (t * batch + b) * E;
-            for (int64_t e = 0; e < E; e++) o[e] = bias[e];
-            for (int64_t k = 0; k < K; k++) {
-                const int64_t src = t - (K - 1) + k;
-                if (src < 0) continue;
-                const REAL *x = u + (src * batch + b) * E, *w = wt + k * E;
-                for (int64_t e = 0; e < E; e++) o[e] += w[e] * x[e];
-            }
+            conv_pre(u, wt, bias, t, b, batch, E, K, o);
             for (int64_t e = 0; e < E; e++) o[e] *= sigmoid_(o[e]);
         }
     }
@@ -363,13 +369,7 @@ void conv_silu_backward(const REAL *restrict u, const REAL *restrict weight, con
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             for (int64_t t = L - 1; t >= 0; t--) {
-                for (int64_t e = 0; e < E; e++) pre[e] = bias[e];
-                for (int64_t k = 0; k < K; k++) {
-                    const int64_t src = t - (K - 1) + k;
-                    if (src < 0) continue;
-                    const REAL *x = u + (src * batch + b) * E, *w = wt + k * E;
-                    for (int64_t e = 0; e < E; e++) pre[e] += w[e] * x[e];
-                }
+                conv_pre(u, wt, bias, t, b, batch, E, K, pre);
                 REAL *g = ring + (t % K) * E; /* d pre_t */
                 const REAL *go = grad_out + (t * batch + b) * E;
                 for (int64_t e = 0; e < E; e++) {
