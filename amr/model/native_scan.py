@@ -6,7 +6,7 @@ one batch element at a time, so the (B, L, D, N) state tensors never exist and e
 stay in cache. A second pair of kernels does the mixer's causal depthwise convolution and its
 silu in one pass each way. The file is built twice, for float32 and float64, with the system C compiler (``$CC``,
 else ``cc``) and OpenMP, into ``$XDG_CACHE_HOME/amr/native`` (``~/.cache/amr/native``), keyed
-by the source, the flags and this CPU's features; a build takes a second or two, once.
+by the source, the flags and this CPU's features; a build takes a few seconds, once.
 
 ``-ffast-math`` is given when compiling only, not when linking: linking with it would add
 ``crtfastmath.o``, which switches the whole process to flush-denormals-to-zero.

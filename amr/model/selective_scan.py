@@ -17,7 +17,7 @@ chunk is a contiguous slab, so every per-step and per-chunk operation runs on de
 Two implementations of the per-chunk work give the same results:
 - eager: in-place buffers, one fused multiply-add per step, batched mat-vecs for the contractions;
 - fused (``FusedSelectiveScan``): a C kernel (``selective_scan_cpu.c``, built at first use by
-  :mod:`amr.model.native_scan` in a second or two, cached on disk) with softplus(dt + bias), the
+  :mod:`amr.model.native_scan` in a few seconds, cached on disk) with softplus(dt + bias), the
   D skip and the silu(z) gate inside, 16 channels of one batch element per vector block, so no
   full-size elementwise intermediates are made and each step's states stay in cache. The knob
   ``mamba.compile_cpu_scan`` (params.yaml) turns it on, and only scans large enough to matter use
