@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from amr.config import MambaConfig
-from amr.model import native_scan
+from amr.model import native
 from amr.model import selective_scan as scan_module
 from amr.model.mamba import (
     BidirectionalMambaEncoder,
@@ -110,11 +110,11 @@ def test_scan_matches_naive_outputs_and_all_gradients(length, chunk):
 
 
 def _needs_compiler():
-    if native_scan.native_scan_available():
+    if native.native_available():
         return
     if not any(shutil.which(c) for c in (os.environ.get("CC", "cc"), "gcc", "clang")):
         pytest.skip("no C compiler: the fused scan cannot be built here (eager path is used)")
-    raise AssertionError(f"building the fused scan kernel failed: {native_scan.build_error()}")
+    raise AssertionError(f"building the fused scan kernel failed: {native.build_error()}")
 
 
 @pytest.mark.parametrize(
@@ -155,10 +155,10 @@ def test_fused_scan_float32_matches_eager():
 
 def test_fused_scan_falls_back_to_eager_when_building_fails(monkeypatch):
     def broken_build():
-        raise native_scan.NativeBuildError("no C compiler found")
+        raise native.NativeBuildError("no C compiler found")
 
-    monkeypatch.setattr(native_scan, "_load", broken_build)
-    monkeypatch.setitem(native_scan._STATE, "error", None)
+    monkeypatch.setattr(native, "_load", broken_build)
+    monkeypatch.setitem(native._STATE, "error", None)
     monkeypatch.setitem(scan_module._FUSED, "disabled", None)
     inputs = {k: v.requires_grad_() for k, v in scan_inputs(1, 3, 2, 6, seed=2).items()}
     with pytest.warns(RuntimeWarning, match="eager chunked scan"):
@@ -174,7 +174,7 @@ def test_fused_scan_backward_falls_back_to_eager_gradients(monkeypatch):
     def broken_backward(*args, **kwargs):
         raise RuntimeError("backward kernel failed")
 
-    monkeypatch.setattr(native_scan, "backward", broken_backward)
+    monkeypatch.setattr(native, "scan_backward", broken_backward)
     monkeypatch.setitem(scan_module._FUSED, "disabled", None)
     inputs = {k: v.requires_grad_() for k, v in scan_inputs(1, 3, 2, 6, seed=4).items()}
     ours = selective_scan(**inputs, delta_softplus=True, chunk=4, fused=True)  # kernel forward

@@ -22,7 +22,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from amr.config import MambaConfig
-from amr.model import native_scan
+from amr.model import native
 from amr.model.selective_scan import fused_scan_available, selective_scan_time_major, use_fused_scan
 
 # mamba-ssm is an optional GPU extra: only look whether it is installed here, import it on first use.
@@ -211,13 +211,13 @@ class _FusedConvSilu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, weight, bias):
         ctx.save_for_backward(u, weight, bias)
-        return native_scan.conv_silu_forward(u, weight, bias)
+        return native.conv_silu_forward(u, weight, bias)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         u, weight, bias = ctx.saved_tensors
-        return native_scan.conv_silu_backward(u, weight, bias, grad_out.contiguous())
+        return native.conv_silu_backward(u, weight, bias, grad_out.contiguous())
 
 
 def conv_silu(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, fused: bool) -> torch.Tensor:

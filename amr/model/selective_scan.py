@@ -17,7 +17,7 @@ chunk is a contiguous slab, so every per-step and per-chunk operation runs on de
 Two implementations of the per-chunk work give the same results:
 - eager: in-place buffers, one fused multiply-add per step, batched mat-vecs for the contractions;
 - fused (``FusedSelectiveScan``): a C kernel (``selective_scan_cpu.c``, built at first use by
-  :mod:`amr.model.native_scan` in a few seconds, cached on disk) with softplus(dt + bias), the
+  :mod:`amr.model.native` in a few seconds, cached on disk) with softplus(dt + bias), the
   D skip and the silu(z) gate inside, 16 channels of one batch element per vector block, so no
   full-size elementwise intermediates are made and each step's states stay in cache. The knob
   ``mamba.compile_cpu_scan`` (params.yaml) turns it on, and only scans large enough to matter use
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from amr.model import native_scan
+from amr.model import native
 
 
 def _chunk_states(
@@ -144,7 +144,7 @@ def _backward_eager(u, delta, A, B, C, entry, grad_y, chunk: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fused path: the C kernel of ``selective_scan_cpu.c`` (built at first use, see native_scan.py).
+# Fused path: the C kernel of ``selective_scan_cpu.c`` (built at first use, see native.py).
 # ---------------------------------------------------------------------------------------------
 _FUSED = {"disabled": None}
 
@@ -157,8 +157,8 @@ def fused_scan_available() -> bool:
     """False once building or running the compiled kernel has failed in this process."""
     if _FUSED["disabled"] is not None:
         return False
-    if not native_scan.native_scan_available():
-        _disable_fused(native_scan.build_error())
+    if not native.native_available():
+        _disable_fused(native.build_error())
         return False
     return True
 
@@ -192,7 +192,7 @@ class FusedSelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool):
-        y, entry = native_scan.forward(u, dt, z, A, B, C, D, bias, chunk, softplus, gated)
+        y, entry = native.scan_forward(u, dt, z, A, B, C, D, bias, chunk, softplus, gated)
         ctx.save_for_backward(u, dt, z, A, B, C, D, bias, entry)
         ctx.chunk, ctx.softplus, ctx.gated = chunk, softplus, gated
         return y
@@ -203,7 +203,7 @@ class FusedSelectiveScan(torch.autograd.Function):
         u, dt, z, A, B, C, D, bias, entry = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         try:
-            grads = native_scan.backward(
+            grads = native.scan_backward(
                 u, dt, z, A, B, C, D, bias, entry, grad_out, ctx.chunk, ctx.softplus, ctx.gated
             )
         except Exception as exc:  # noqa: BLE001 - a kernel failure: same gradients, eagerly

@@ -1,12 +1,15 @@
-"""The compiled CPU Mamba kernels: ``selective_scan_cpu.c``, built at first use, called via ctypes.
+"""The compiled CPU kernels, built at first use and called via ctypes.
 
-The scan kernel does the mixer's arithmetic after the projections (softplus(dt + bias), the
+``selective_scan_cpu.c`` holds the Mamba mixer's kernels. The scan kernel does the mixer's arithmetic after the projections (softplus(dt + bias), the
 recurrence, the D skip and the silu(z) gate) and its exact backward, one block of 16 channels of
 one batch element at a time, so the (B, L, D, N) state tensors never exist and each step's states
 stay in cache. A second pair of kernels does the mixer's causal depthwise convolution and its
-silu in one pass each way. The file is built twice, for float32 and float64, with the system C compiler (``$CC``,
-else ``cc``) and OpenMP, into ``$XDG_CACHE_HOME/amr/native`` (``~/.cache/amr/native``), keyed
-by the source, the flags and this CPU's features; a build takes a few seconds, once.
+silu in one pass each way. ``dropout_cpu.c`` applies a dropout mask and its scale in one pass
+each way (the random numbers come from torch; see ``dropout.py``).
+
+Each file is built twice, for float32 and float64, with the system C compiler (``$CC``, else
+``cc``) and OpenMP, into ``$XDG_CACHE_HOME/amr/native`` (``~/.cache/amr/native``), keyed by the
+source, the flags and this CPU's features; the builds take a few seconds, once.
 
 ``-ffast-math`` is given when compiling only, not when linking: linking with it would add
 ``crtfastmath.o``, which switches the whole process to flush-denormals-to-zero.
@@ -24,7 +27,12 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("selective_scan_cpu.c")
+# library name -> (source, its entry points)
+SOURCES = {
+    "scan": (Path(__file__).with_name("selective_scan_cpu.c"),
+             ("scan_forward", "scan_backward", "conv_silu_forward", "conv_silu_backward")),
+    "dropout": (Path(__file__).with_name("dropout_cpu.c"), ("dropout_forward", "dropout_backward")),
+}
 COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-std=c11"]
 LINK_FLAGS = ["-shared", "-fopenmp"]
 
@@ -58,20 +66,20 @@ def _compiler() -> str:
     return cc
 
 
-def _build(real: str, cc: str) -> Path:
+def _build(source: Path, real: str, cc: str) -> Path:
     target_dir = cache_dir()
     compile_cmd = [cc, *COMPILE_FLAGS, f"-DREAL={real}", *(["-DREAL_IS_FLOAT"] if real == "float" else []),
-                   "-c", str(SOURCE)]
+                   "-c", str(source)]
     link_cmd = [cc, *LINK_FLAGS]
     key = hashlib.sha256(
-        b"\0".join([SOURCE.read_bytes(), " ".join(compile_cmd + link_cmd).encode(), _cpu_signature().encode()])
+        b"\0".join([source.read_bytes(), " ".join(compile_cmd + link_cmd).encode(), _cpu_signature().encode()])
     ).hexdigest()[:16]
-    target = target_dir / f"selective_scan_{real}_{key}.so"
+    target = target_dir / f"{source.stem}_{real}_{key}.so"
     if target.exists():
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
-        obj, lib = Path(tmp) / "scan.o", Path(tmp) / "scan.so"
+        obj, lib = Path(tmp) / "kernel.o", Path(tmp) / "kernel.so"
         for cmd in (compile_cmd + ["-o", str(obj)], link_cmd + [str(obj), "-o", str(lib), "-lm"]):
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -81,20 +89,23 @@ def _build(real: str, cc: str) -> Path:
 
 
 def _load() -> dict:
+    """{dtype: {library name: loaded library}} for float32 and float64."""
     if _STATE["libs"] is None:
         cc = _compiler()
         libs = {}
         for dtype, real in ((torch.float32, "float"), (torch.float64, "double")):
-            lib = ctypes.CDLL(str(_build(real, cc)))
-            for name in ("scan_forward", "scan_backward", "conv_silu_forward", "conv_silu_backward"):
-                getattr(lib, name).restype = None
-            libs[dtype] = lib
+            libs[dtype] = {}
+            for name, (source, functions) in SOURCES.items():
+                lib = ctypes.CDLL(str(_build(source, real, cc)))
+                for function in functions:
+                    getattr(lib, function).restype = None
+                libs[dtype][name] = lib
         _STATE["libs"] = libs
     return _STATE["libs"]
 
 
-def native_scan_available() -> bool:
-    """True when the kernel is (or can be) built and loaded; failures are remembered."""
+def native_available() -> bool:
+    """True when the kernels are (or can be) built and loaded; failures are remembered."""
     if _STATE["error"] is not None:
         return False
     try:
@@ -119,9 +130,9 @@ def _sizes(u: torch.Tensor, A: torch.Tensor, chunk: int, softplus: bool, gated: 
         ctypes.c_int(int(softplus)), ctypes.c_int(int(gated)), ctypes.c_int(threads)]
 
 
-def forward(u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool):
+def scan_forward(u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool):
     """y (L, B, D) and the chunk entry states (K, B, N, D). Inputs contiguous, one dtype."""
-    lib = _load()[u.dtype]
+    lib = _load()[u.dtype]["scan"]
     L, batch, d_inner = u.shape
     n_chunks = -(-L // chunk)
     y = torch.empty_like(u)
@@ -131,9 +142,9 @@ def forward(u, dt, z, A, B, C, D, bias, chunk: int, softplus: bool, gated: bool)
     return y, entry
 
 
-def backward(u, dt, z, A, B, C, D, bias, entry, grad_y, chunk: int, softplus: bool, gated: bool):
+def scan_backward(u, dt, z, A, B, C, D, bias, entry, grad_y, chunk: int, softplus: bool, gated: bool):
     """Gradients of u, dt, z (None unless gated), A, B, C, D and bias."""
-    lib = _load()[u.dtype]
+    lib = _load()[u.dtype]["scan"]
     grad_u, grad_dt = torch.empty_like(u), torch.empty_like(u)
     grad_z = torch.empty_like(u) if gated else None
     grad_B, grad_C = torch.zeros_like(B), torch.zeros_like(C)
@@ -148,7 +159,7 @@ def backward(u, dt, z, A, B, C, D, bias, entry, grad_y, chunk: int, softplus: bo
 
 def conv_silu_forward(u, weight, bias):
     """silu(causal depthwise conv): u (L, B, E), weight (E, K), bias (E) -> (L, B, E)."""
-    lib = _load()[u.dtype]
+    lib = _load()[u.dtype]["scan"]
     L, batch, width = u.shape
     out = torch.empty_like(u)
     lib.conv_silu_forward(*map(_ptr, (u, weight, bias, out)),
@@ -159,10 +170,41 @@ def conv_silu_forward(u, weight, bias):
 
 def conv_silu_backward(u, weight, bias, grad_out):
     """Gradients of u, weight and bias."""
-    lib = _load()[u.dtype]
+    lib = _load()[u.dtype]["scan"]
     L, batch, width = u.shape
     grad_u, grad_weight, grad_bias = torch.empty_like(u), torch.empty_like(weight), torch.empty_like(bias)
     lib.conv_silu_backward(*map(_ptr, (u, weight, bias, grad_out, grad_u, grad_weight, grad_bias)),
                            *(ctypes.c_int64(v) for v in (L, batch, width, weight.shape[1])),
                            ctypes.c_int(torch.get_num_threads()))
     return grad_u, grad_weight, grad_bias
+
+
+def _real(value: float, dtype: torch.dtype):
+    return ctypes.c_float(value) if dtype == torch.float32 else ctypes.c_double(value)
+
+
+# below this many elements one thread is faster than waking a second one
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+
+def _threads(numel: int) -> ctypes.c_int:
+    return ctypes.c_int(torch.get_num_threads() if numel >= PARALLEL_MIN_ELEMENTS else 1)
+
+
+def dropout_forward(x, lanes, threshold: int, scale: float):
+    """x * scale where the low 15 bits of lanes (int16, one per element) are >= threshold, else
+    0; and the drop mask (bool). x and lanes contiguous."""
+    lib = _load()[x.dtype]["dropout"]
+    out, drop = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
+    lib.dropout_forward(_ptr(x), _ptr(lanes), ctypes.c_int32(threshold), _real(scale, x.dtype), _ptr(out),
+                        _ptr(drop), ctypes.c_int64(x.numel()), _threads(x.numel()))
+    return out, drop
+
+
+def dropout_backward(grad, drop, scale: float):
+    """grad * scale where not dropped, else 0. grad and drop contiguous."""
+    lib = _load()[grad.dtype]["dropout"]
+    grad_x = torch.empty_like(grad)
+    lib.dropout_backward(_ptr(grad), _ptr(drop), _real(scale, grad.dtype), _ptr(grad_x),
+                         ctypes.c_int64(grad.numel()), _threads(grad.numel()))
+    return grad_x
