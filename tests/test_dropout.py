@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from amr.model.dropout import Dropout, drop_mask
+from amr.model.dropout import Dropout, draw_seed, drop_mask, uniform15
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -26,21 +26,35 @@ def test_drop_rate_scale_and_gradient(p):
     torch.testing.assert_close(grad, (~dropped).double() * scale)
 
 
+def splitmix64_top15(seed: int, i: int) -> int:
+    """Python integers, the published splitmix64 finaliser: the reference for ``uniform15``."""
+    mask = (1 << 64) - 1
+    z = (seed + (i + 1) * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) >> 49
+
+
+def test_draws_are_splitmix64():
+    for seed in (0, 12345, (1 << 63) - 1, 0x0123456789ABCDEF):
+        draws = uniform15(seed, 1000)
+        assert draws.min() >= 0 and draws.max() < 2**15
+        assert [int(v) for v in draws[[0, 1, 2, 999]]] == [splitmix64_top15(seed, i) for i in (0, 1, 2, 999)]
+
+
 def test_masks_are_independent_of_position_and_reproducible():
     torch.manual_seed(3)
-    a, _ = drop_mask(torch.Size([64, 1000]), 0.5, torch.device("cpu"))
-    # the four 15-bit lanes of each 64-bit word must not be correlated: every lane offset
-    # (element index mod 4) drops at the same rate
-    per_lane = a.flatten().view(-1, 4).double().mean(0)
-    assert torch.all((per_lane - 0.5).abs() < 0.02), per_lane
-    # neighbouring elements agree about half the time, as independent coin flips do
+    seed = draw_seed()
+    a, _ = drop_mask(torch.Size([64, 1000]), 0.5, seed)
+    # neighbouring elements (successive counters) must not be correlated: every offset mod 4
+    # drops at the same rate, and neighbours agree about half the time, as independent coin flips do
+    per_offset = a.flatten().view(-1, 4).double().mean(0)
+    assert torch.all((per_offset - 0.5).abs() < 0.02), per_offset
     same = (a.flatten()[1:] == a.flatten()[:-1]).double().mean().item()
     assert abs(same - 0.5) < 0.02
     torch.manual_seed(3)
-    b, _ = drop_mask(torch.Size([64, 1000]), 0.5, torch.device("cpu"))
-    assert torch.equal(a, b)
-    c, _ = drop_mask(torch.Size([64, 1000]), 0.5, torch.device("cpu"))
-    assert not torch.equal(a, c)
+    assert torch.equal(a, drop_mask(torch.Size([64, 1000]), 0.5, draw_seed())[0])
+    assert not torch.equal(a, drop_mask(torch.Size([64, 1000]), 0.5, draw_seed())[0])
 
 
 def test_eval_mode_and_zero_rate_are_the_identity():
@@ -54,8 +68,9 @@ def test_eval_mode_and_zero_rate_are_the_identity():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
-    """The C pass gives bit for bit what x.mul(scale).masked_fill_(drop, 0) gives, both ways,
-    on the same random draws; also for a non-contiguous input."""
+    """The C pass draws the same mask as the torch ops and gives bit for bit what
+    x.mul(scale).masked_fill_(drop, 0) gives, both ways; also for a non-contiguous input and for
+    any number of threads."""
     from amr.model import dropout as dropout_module
     from amr.model import native
 
@@ -63,8 +78,9 @@ def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
     x = torch.randn(70, 33, 40, dtype=dtype).transpose(0, 2)  # non-contiguous, odd sizes
     upstream = torch.randn(x.shape, dtype=dtype)
 
-    def run(use_kernel: bool):
+    def run(use_kernel: bool, threads: int = 2):
         monkeypatch.setattr(dropout_module, "_use_kernel", lambda t: use_kernel)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
         torch.manual_seed(11)
         leaf = x.clone().requires_grad_()
         y = Dropout(0.3).train()(leaf)
@@ -73,4 +89,6 @@ def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
 
     (y_kernel, g_kernel), (y_torch, g_torch) = run(True), run(False)
     assert torch.equal(y_kernel, y_torch) and torch.equal(g_kernel, g_torch)
+    y_one, g_one = run(True, threads=1)
+    assert torch.equal(y_one, y_kernel) and torch.equal(g_one, g_kernel)
     assert 0.25 < (y_kernel == 0).double().mean().item() < 0.35

@@ -1,18 +1,19 @@
 """Dropout with a cheaper random mask on CPU.
 
-``nn.Dropout`` on CPU draws one Bernoulli sample per element (about 9 ns each here); a training
-step of the report's model drops ~100 M activations, so mask generation alone cost over a second
-per step. ``Dropout`` draws 64 random bits at a time instead and cuts them into four 15-bit
-uniform integers: element i is dropped when its integer is below round(p · 2¹⁵). The drop
-probability is therefore p rounded to a multiple of 2⁻¹⁵ (0.1 → 0.100006) and the kept elements
-are scaled by 1 / (1 − that probability), so the expectation is preserved exactly. The random
-bits come from torch's default generator: ``torch.manual_seed`` makes masks reproducible.
+``nn.Dropout`` on CPU draws one Bernoulli sample per element from torch's Mersenne twister
+(about 9 ns each here, on one thread); a training step of the report's model drops ~100 M
+activations, so mask generation alone cost over a second per step. ``Dropout`` instead takes one
+64-bit seed per call from torch's default generator and gives element i a 15-bit uniform integer
+by hashing (seed, i) with splitmix64 (``uniform15``); it is dropped when that integer is below
+round(p · 2¹⁵). The drop probability is therefore p rounded to a multiple of 2⁻¹⁵
+(0.1 → 0.100006) and the kept elements are scaled by 1 / (1 − that probability), so the
+expectation is preserved exactly. ``torch.manual_seed`` makes the masks reproducible; as a draw
+depends only on the seed and the element's index, they do not depend on the number of threads.
 
-Applying the mask is one pass each way: a small C kernel (``dropout_cpu.c``, built with the other
-CPU kernels by :mod:`amr.model.native`) computes the mask, the scaled output and, backward, the
-masked gradient, exactly as ``x.mul(scale).masked_fill_(drop, 0)`` would; without a C compiler
-those torch calls do it, with the same results. Its backward keeps only the boolean mask (one
-byte per element), as the built-in does.
+The mask, the scaled output and, backward, the masked gradient are one pass each way in a small
+C kernel (``dropout_cpu.c``, built with the other CPU kernels by :mod:`amr.model.native`).
+Without a C compiler the torch ops below compute the same integers and the same results. The
+backward keeps only the boolean mask (one byte per element), as the built-in does.
 
 Off CPU (CUDA), and in eval mode, it is ``nn.functional.dropout`` itself.
 """
@@ -26,28 +27,43 @@ from torch.autograd.function import once_differentiable
 from amr.model import native
 
 RESOLUTION = 1 << 15  # 15-bit uniform integers
+# splitmix64's constants, as the signed int64 values torch's wrapping arithmetic needs
+_GAMMA, _MIX1, _MIX2 = (c - (1 << 64) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
 
 
-def random_lanes(shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """One int16 per element whose low 15 bits are uniform, from torch's default generator."""
-    numel = shape.numel()
-    # random_() on int64 gives 63 uniform bits: four 16-bit lanes, the top one missing its sign
-    # bit, so each lane keeps its low 15 bits.
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_()
-    return words.view(torch.int16)[:numel].view(shape)
+def draw_seed() -> int:
+    """A 63-bit seed from torch's default generator (so torch.manual_seed governs the masks)."""
+    return int(torch.empty((), dtype=torch.int64).random_())
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical (unsigned) right shift of int64 values."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def uniform15(seed: int, numel: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Element i's 15-bit uniform integer (int64): the top 15 bits of splitmix64(seed, i + 1).
+
+    The torch-ops twin of ``uniform15`` in ``dropout_cpu.c``; int64 products wrap as uint64's do.
+    """
+    seed = seed - (1 << 64) if seed >= 1 << 63 else seed
+    z = torch.arange(1, numel + 1, dtype=torch.int64, device=device) * _GAMMA + seed
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    return _shift_right(z ^ _shift_right(z, 31), 49)
 
 
 def drop_threshold(p: float) -> tuple[int, float]:
-    """Lanes below the threshold are dropped; the scale 1 / (1 - exact drop probability)."""
+    """Draws below the threshold are dropped; the scale 1 / (1 - exact drop probability)."""
     threshold = round(p * RESOLUTION)
     return threshold, RESOLUTION / (RESOLUTION - threshold)
 
 
-def drop_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
+def drop_mask(shape: torch.Size, p: float, seed: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, float]:
     """Boolean mask, True = drop, each element independently with probability ~p; and the
     scale for the kept elements."""
     threshold, scale = drop_threshold(p)
-    return random_lanes(shape, device).bitwise_and_(RESOLUTION - 1) < threshold, scale
+    return (uniform15(seed, shape.numel(), device) < threshold).view(shape), scale
 
 
 def _use_kernel(x: torch.Tensor) -> bool:
@@ -55,14 +71,15 @@ def _use_kernel(x: torch.Tensor) -> bool:
 
 
 class _MaskedScale(torch.autograd.Function):
-    """out = x * scale, 0 where the lane is below the threshold; saves only the bool mask."""
+    """out = x * scale, 0 where the element's draw from ``seed`` is dropped; saves only the mask."""
 
     @staticmethod
-    def forward(ctx, x, lanes, threshold, scale):
+    def forward(ctx, x, seed, p):
         if _use_kernel(x):
-            out, drop = native.dropout_forward(x.contiguous(), lanes, threshold, scale)
+            threshold, scale = drop_threshold(p)
+            out, drop = native.dropout_forward(x.contiguous(), seed, threshold, scale)
         else:
-            drop = lanes.bitwise_and_(RESOLUTION - 1) < threshold
+            drop, scale = drop_mask(x.shape, p, seed, x.device)
             out = x.mul(scale).masked_fill_(drop, 0.0)  # one pass fewer than masked_fill().mul_()
         ctx.save_for_backward(drop)
         ctx.scale = scale
@@ -76,7 +93,7 @@ class _MaskedScale(torch.autograd.Function):
             grad_x = native.dropout_backward(grad.contiguous(), drop, ctx.scale)
         else:
             grad_x = grad.mul(ctx.scale).masked_fill_(drop, 0.0)
-        return grad_x, None, None, None
+        return grad_x, None, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -84,8 +101,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, training)
-    threshold, scale = drop_threshold(p)
-    return _MaskedScale.apply(x, random_lanes(x.shape, x.device), threshold, scale)
+    return _MaskedScale.apply(x, draw_seed(), p)
 
 
 class Dropout(nn.Module):

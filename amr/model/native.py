@@ -5,7 +5,8 @@ recurrence, the D skip and the silu(z) gate) and its exact backward, one block o
 one batch element at a time, so the (B, L, D, N) state tensors never exist and each step's states
 stay in cache. A second pair of kernels does the mixer's causal depthwise convolution and its
 silu in one pass each way. ``dropout_cpu.c`` applies a dropout mask and its scale in one pass
-each way (the random numbers come from torch; see ``dropout.py``).
+each way, drawing its random numbers itself from a seed torch's generator gives (see
+``dropout.py``).
 
 Each file is built twice, for float32 and float64, with the system C compiler (``$CC``, else
 ``cc``) and OpenMP, into ``$XDG_CACHE_HOME/amr/native`` (``~/.cache/amr/native``), keyed by the
@@ -191,13 +192,13 @@ def _threads(numel: int) -> ctypes.c_int:
     return ctypes.c_int(torch.get_num_threads() if numel >= PARALLEL_MIN_ELEMENTS else 1)
 
 
-def dropout_forward(x, lanes, threshold: int, scale: float):
-    """x * scale where the low 15 bits of lanes (int16, one per element) are >= threshold, else
-    0; and the drop mask (bool). x and lanes contiguous."""
+def dropout_forward(x, seed: int, threshold: int, scale: float):
+    """x * scale where element i's counter-based draw from ``seed`` is >= threshold, else 0;
+    and the drop mask (bool). x contiguous."""
     lib = _load()[x.dtype]["dropout"]
     out, drop = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
-    lib.dropout_forward(_ptr(x), _ptr(lanes), ctypes.c_int32(threshold), _real(scale, x.dtype), _ptr(out),
-                        _ptr(drop), ctypes.c_int64(x.numel()), _threads(x.numel()))
+    lib.dropout_forward(_ptr(x), ctypes.c_uint64(seed), ctypes.c_uint32(threshold), _real(scale, x.dtype),
+                        _ptr(out), _ptr(drop), ctypes.c_int64(x.numel()), _threads(x.numel()))
     return out, drop
 
 
