@@ -117,7 +117,8 @@ class MomentDetector(nn.Module):
         seq_pos = torch.cat([self.global_pos.expand(batch, 1, -1), pos], 1)
         seq_mask = torch.cat([audio_mask.new_ones(batch, 1), audio_mask], 1)
         seq = self.audio_encoder(seq, seq_pos, seq_mask)
-        return seq[:, 1:], seq[:, 0], pos
+        # contiguous once here, not inside each of the several projections that read the memory
+        return seq[:, 1:].contiguous(), seq[:, 0], pos
 
     def decode(self, memory, memory_mask, pos, anchors_unsigmoid, self_attn_allowed=None):
         """-> hidden (layers, B, Qt, d), logits (layers, B, Qt, 2), spans (layers, B, Qt, 2) cw."""
@@ -167,8 +168,9 @@ class MomentDetector(nn.Module):
         batch_size = audio.shape[0]
         q = self.num_queries
         lengths = audio_mask.sum(1)
-        features, tef = audio[..., : self.feature_dim], audio[..., self.feature_dim :]
-        audio_p = self.project_audio(features, tef)
+        features = audio[..., : self.feature_dim]
+        # audio already is [features | TEF]: projected as it is, not re-concatenated
+        audio_p = self.audio_proj(audio if self.cfg.backbone.use_tef else features)
         text_p = self.text_proj(text)
 
         negative_pass = self.training and batch_size > 1
