@@ -92,3 +92,13 @@ def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
     y_one, g_one = run(True, threads=1)
     assert torch.equal(y_one, y_kernel) and torch.equal(g_one, g_kernel)
     assert 0.25 < (y_kernel == 0).double().mean().item() < 0.35
+
+
+def test_torch_draws_in_pieces_equal_one_piece(monkeypatch):
+    from amr.model import dropout as dropout_module
+
+    whole, _ = drop_mask(torch.Size([37, 101]), 0.2, 99)
+    monkeypatch.setattr(dropout_module, "MASK_CHUNK", 1000)  # 4 pieces, the last one short
+    pieces, _ = drop_mask(torch.Size([37, 101]), 0.2, 99)
+    assert torch.equal(whole, pieces)
+    assert torch.equal(whole.flatten(), uniform15(99, 37 * 101) < round(0.2 * 2**15))

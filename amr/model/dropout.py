@@ -12,7 +12,8 @@ depends only on the seed and the element's index, they do not depend on the numb
 
 The mask, the scaled output and, backward, the masked gradient are one pass each way in a small
 C kernel (``dropout_cpu.c``, built with the other CPU kernels by :mod:`amr.model.native`).
-Without a C compiler the torch ops below compute the same integers and the same results. The
+Without a C compiler the torch ops below compute the same integers and the same results, a
+million elements at a time (their int64 temporaries stay small) and several times slower. The
 backward keeps only the boolean mask (one byte per element), as the built-in does.
 
 Off CPU (CUDA), and in eval mode, it is ``nn.functional.dropout`` itself.
@@ -41,13 +42,14 @@ def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
     return (z >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def uniform15(seed: int, numel: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Element i's 15-bit uniform integer (int64): the top 15 bits of splitmix64(seed, i + 1).
+def uniform15(seed: int, numel: int, device: torch.device | str = "cpu", start: int = 0) -> torch.Tensor:
+    """The 15-bit uniform integers (int64) of elements start .. start + numel - 1: the top 15
+    bits of splitmix64(seed, i + 1).
 
     The torch-ops twin of ``uniform15`` in ``dropout_cpu.c``; int64 products wrap as uint64's do.
     """
     seed = seed - (1 << 64) if seed >= 1 << 63 else seed
-    z = torch.arange(1, numel + 1, dtype=torch.int64, device=device) * _GAMMA + seed
+    z = torch.arange(start + 1, start + numel + 1, dtype=torch.int64, device=device) * _GAMMA + seed
     z = (z ^ _shift_right(z, 30)) * _MIX1
     z = (z ^ _shift_right(z, 27)) * _MIX2
     return _shift_right(z ^ _shift_right(z, 31), 49)
@@ -59,11 +61,20 @@ def drop_threshold(p: float) -> tuple[int, float]:
     return threshold, RESOLUTION / (RESOLUTION - threshold)
 
 
+# the torch-ops draws go this many elements at a time: their int64 temporaries stay small
+MASK_CHUNK = 1 << 20
+
+
 def drop_mask(shape: torch.Size, p: float, seed: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, float]:
     """Boolean mask, True = drop, each element independently with probability ~p; and the
     scale for the kept elements."""
     threshold, scale = drop_threshold(p)
-    return (uniform15(seed, shape.numel(), device) < threshold).view(shape), scale
+    numel = shape.numel()
+    drop = torch.empty(numel, dtype=torch.bool, device=device)
+    for start in range(0, numel, MASK_CHUNK):
+        count = min(MASK_CHUNK, numel - start)
+        torch.lt(uniform15(seed, count, device, start), threshold, out=drop[start : start + count])
+    return drop.view(shape), scale
 
 
 def _use_kernel(x: torch.Tensor) -> bool:
