@@ -1,12 +1,12 @@
 """The compiled CPU kernels, built at first use and called via ctypes.
 
-``selective_scan_cpu.c`` holds the Mamba mixer's kernels. The scan kernel does the mixer's arithmetic after the projections (softplus(dt + bias), the
-recurrence, the D skip and the silu(z) gate) and its exact backward, one block of 16 channels of
-one batch element at a time, so the (B, L, D, N) state tensors never exist and each step's states
-stay in cache. A second pair of kernels does the mixer's causal depthwise convolution and its
-silu in one pass each way. ``dropout_cpu.c`` applies a dropout mask and its scale in one pass
-each way, drawing its random numbers itself from a seed torch's generator gives (see
-``dropout.py``).
+``selective_scan_cpu.c`` holds the Mamba mixer's kernels. The scan kernel does the mixer's
+arithmetic after the projections (softplus(dt + bias), the recurrence, the D skip and the silu(z)
+gate) and its exact backward, one block of 16 channels of one batch element at a time, so the
+(B, L, D, N) state tensors never exist and each step's states stay in cache. A second pair of
+kernels does the mixer's causal depthwise convolution and its silu in one pass each way.
+``dropout_cpu.c`` draws a dropout mask from a seed and applies it with its scale, in one pass
+each way (see ``dropout.py``).
 
 Each file is built twice, for float32 and float64, with the system C compiler (``$CC``, else
 ``cc``) and OpenMP, into ``$XDG_CACHE_HOME/amr/native`` (``~/.cache/amr/native``), keyed by the
