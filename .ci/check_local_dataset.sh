@@ -55,8 +55,8 @@ params["data"]["local"] = {
     "evaluation": {"queries": f"{data}/ann/eval.jsonl", "audio_dir": f"{data}/eval_audio",
                    "text_dir": f"{data}/eval_text"},
 }
-params["profiles"]["demo"]["train"]["pretrain"]["epochs"] = 2
-params["profiles"]["demo"]["train"]["finetune"]["epochs"] = 1
+params["train"]["pretrain"]["epochs"] = 2
+params["train"]["finetune"]["epochs"] = 1
 yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
 PY
 PATH="$REPO/.venv/bin:$PATH" dvc repro

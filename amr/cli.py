@@ -14,7 +14,9 @@ COMMANDS = {
     "fuse": "amr.commands.fuse",
     "pack": "amr.commands.pack",
     "package": "amr.commands.package",
+    "pipeline": "amr.commands.pipeline",
     "predict": "amr.commands.predict",
+    "profile": "amr.commands.profile",
     "train": "amr.commands.train",
     "validate-submission": "amr.commands.validate_submission",
 }

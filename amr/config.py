@@ -1,18 +1,19 @@
-"""Typed configuration: the one place where raw ``params.yaml`` is read.
+"""Typed configuration: the dataclasses that mirror ``params.yaml``, and strict dict -> dataclass
+conversion.
 
-Every knob of the technical report lives in ``params.yaml``; this module turns it into
-dataclasses once, and every other module receives these objects, never the raw dict.
-Defaults are the report's values (the ``paper`` profile).
+Every knob of the technical report lives in ``params.yaml``; :mod:`amr.params` (the one loader)
+turns it into these objects once, and every other module receives them, never the raw dict.
+The dataclasses are frozen: a loaded value cannot be overwritten afterwards (use
+``dataclasses.replace`` to derive a variant explicitly). Defaults are the report's values (the
+``paper`` preset, :mod:`amr.profiles`).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -23,7 +24,7 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     feature_dim: int = 768  # audio embedding width (one vector per clip_length seconds)
     text_dim: int = 768  # text token-state width
@@ -36,9 +37,146 @@ class DataConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+# Where the features come from (``data.source`` and its blocks)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DemoSizes:
+    """How much demo data to write; defaults keep ten short CPU training runs feasible."""
+
+    clotho_train_queries: int = 400
+    clotho_val_queries: int = 100
+    castella_train_queries: int = 300
+    castella_val_queries: int = 150
+    castella_test_queries: int = 200
+    evaluation_queries: int = 100
+    clotho_duration: int = 60
+    castella_min_duration: int = 60
+    castella_max_duration: int = 300
+    duration_skew: float = 2.5  # > 1 favours short recordings (mean ~129 s with the defaults)
+    max_queries_per_recording: int = 5
+    end_overruns_per_split: int = 4  # CASTELLA-like splits: a window end past the duration
+    frame_mismatches_per_split: int = 4  # CASTELLA-like splits and evaluation: T = duration ± 1
+    bogus_windows: int = 1  # CASTELLA-like train: an extra window [duration, 4800]
+    event_types: int = 0  # use the first N of EVENT_TYPES (0: all); fewer types learn faster
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value < 0:
+                raise ValueError(f"DemoSizes.{f.name} must be >= 0, got {value}")
+        if self.clotho_duration < 20:
+            raise ValueError(
+                f"DemoSizes.clotho_duration must be >= 20 s, got {self.clotho_duration}"
+            )
+        if not 20 <= self.castella_min_duration <= self.castella_max_duration:
+            raise ValueError(
+                "DemoSizes: need 20 <= castella_min_duration <= castella_max_duration, got "
+                f"{self.castella_min_duration} and {self.castella_max_duration}"
+            )
+        if not 1 <= self.max_queries_per_recording <= 5:
+            raise ValueError(
+                "DemoSizes.max_queries_per_recording must be 1..5, got "
+                f"{self.max_queries_per_recording}"
+            )
+        if self.event_types and self.event_types < 12:
+            raise ValueError(f"DemoSizes.event_types must be 0 (all) or >= 12, got {self.event_types}")
+        if self.duration_skew <= 0:
+            raise ValueError(f"DemoSizes.duration_skew must be > 0, got {self.duration_skew}")
+
+
+@dataclass(frozen=True)
+class PretrainFiles:
+    train: str = ""
+    val: str = ""
+    audio_dir: str = ""
+    text_dir: str = ""
+
+
+@dataclass(frozen=True)
+class FinetuneFiles:
+    train: str = ""
+    val: str = ""
+    test: str = ""
+    audio_dir: str = ""
+    text_dir: str = ""
+
+
+@dataclass(frozen=True)
+class EvaluationFiles:
+    queries: str = ""
+    audio_dir: str = ""
+    text_dir: str = ""
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """Feature directories in the official layout that the user already has."""
+
+    pretrain: PretrainFiles = field(default_factory=PretrainFiles)
+    finetune: FinetuneFiles = field(default_factory=FinetuneFiles)
+    evaluation: EvaluationFiles = field(default_factory=EvaluationFiles)
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """The embedded synthetic dataset (``amr demo-data``)."""
+
+    seed: int = 0
+    sizes: DemoSizes = field(default_factory=DemoSizes)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch.
+
+    Inside a record: ``name`` (the record's file key) and optionally ``md5``; the URL is built
+    from ``zenodo_url``. Under ``data.download.files``: ``url``, ``dest`` and optionally ``md5``
+    and ``name`` (default: the URL's last path segment).
+    """
+
+    name: str = ""
+    url: str = ""
+    md5: str = ""  # hex; empty: a record file's md5 is read from the record listing
+    dest: str = ""  # ``files`` entries only: folder below the download folder
+
+
+@dataclass(frozen=True)
+class ZenodoRecord:
+    """One Zenodo record; its archives are unpacked into ``<folder>/<dest>``."""
+
+    id: int = 0
+    dest: str = ""
+    files: list[RemoteFile] = field(default_factory=list)  # empty: every listed file matching glob
+    glob: str = "*"  # which of the record's files to take when ``files`` is empty
+    parts: str = ""  # glob: these files are the parts of ONE archive, joined in name order
+
+
+@dataclass(frozen=True)
+class DownloadSource:
+    """Official archives (Zenodo records) and annotation files, fetched and unpacked."""
+
+    folder: str = "data/download"
+    zenodo_url: str = "https://zenodo.org"
+    retries: int = 3  # extra attempts after a transient network error (each resumes)
+    retry_delay_s: float = 2.0  # first back-off; doubles per attempt
+    timeout_s: float = 60.0  # per network read
+    records: list[ZenodoRecord] = field(default_factory=list)
+    files: list[RemoteFile] = field(default_factory=list)  # plain URLs (annotation files)
+    layout: LocalSource = field(default_factory=LocalSource)  # where the unpacked files land
+
+
+@dataclass(frozen=True)
+class DataSource:
+    source: str = "demo"  # demo | download | local
+    demo: DemoSource = field(default_factory=DemoSource)
+    local: LocalSource = field(default_factory=LocalSource)
+    download: DownloadSource = field(default_factory=DownloadSource)
+
+
+# ---------------------------------------------------------------------------------------------
 # Model and its components (report §2.2 – §3.5)
 # ---------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class BackboneConfig:
     hidden_dim: int = 256
     input_proj_layers: int = 2
@@ -56,7 +194,7 @@ class BackboneConfig:
     use_tef: bool = True  # append [t/T, (t+1)/T] to each audio frame
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossWeights:
     span_l1: float = 10.0
     span_giou: float = 1.0
@@ -67,28 +205,28 @@ class LossWeights:
     aux: bool = True  # the same matched loss on the intermediate decoder layer
 
 
-@dataclass
+@dataclass(frozen=True)
 class MatcherCosts:
     span_l1: float = 10.0
     span_giou: float = 1.0
     label: float = 4.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class CoarseConfig:  # §3.1, training only
     enabled: bool = False
     gamma: float = 0.25
     pool: int = 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class RerankConfig:  # §3.2
     enabled: bool = False
     weight: float = 0.5
     alpha: float = 1.0  # inference blend; 1.0 = pass-through
 
 
-@dataclass
+@dataclass(frozen=True)
 class MambaConfig:  # §2.2, replaces the self-attention audio encoder
     enabled: bool = False
     depth: int = 1
@@ -101,7 +239,7 @@ class MambaConfig:  # §2.2, replaces the self-attention audio encoder
     compile_cpu_scan: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class BoundaryContrastConfig:  # §3.3, Eq. (4)
     enabled: bool = False
     k: int = 3
@@ -109,7 +247,7 @@ class BoundaryContrastConfig:  # §3.3, Eq. (4)
     weight: float = 0.2
 
 
-@dataclass
+@dataclass(frozen=True)
 class DenoisingConfig:  # §3.4, DN-DETR, training only
     enabled: bool = False
     copies: int = 5
@@ -117,7 +255,7 @@ class DenoisingConfig:  # §3.4, DN-DETR, training only
     weight: float = 1.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class CascadeConfig:  # §3.5, Eq. (6)
     enabled: bool = False
     kappa: float = 0.05
@@ -129,7 +267,7 @@ class CascadeConfig:  # §3.5, Eq. (6)
     detach_memory: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class SystemConfig:
     """Everything that defines one trainable detector (a slot or an ablation variant)."""
 
@@ -146,19 +284,25 @@ class SystemConfig:
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
 
 
+# the switchable components of SystemConfig (each has ``enabled``), in the report's order
+COMPONENTS = ("coarse", "rerank", "mamba", "boundary_contrast", "dn", "cascade")
+
+
 # ---------------------------------------------------------------------------------------------
 # Training and inference
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class StageConfig:
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The schedule of one training stage (``train.pretrain`` / ``train.finetune``)."""
+
     epochs: int = 200
     lr: float = 1e-4
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    pretrain: StageConfig = field(default_factory=lambda: StageConfig(200, 1e-4))
-    finetune: StageConfig = field(default_factory=lambda: StageConfig(200, 8e-5))
+    """Knobs shared by both training stages (``train:`` without its two schedules)."""
+
     weight_decay: float = 1e-4
     grad_clip: float = 0.1
     batch_size: int = 32
@@ -170,28 +314,40 @@ class TrainConfig:
     eval_batch_size: int = 64
 
 
-@dataclass
-class SaliencyProposalsConfig:  # §3.6
-    enabled: bool = True
+# the report's schedules (§2.4): 200 epochs each, pre-training at 1e-4, fine-tuning at 8e-5
+SCHEDULES = {"pretrain": ScheduleConfig(200, 1e-4), "finetune": ScheduleConfig(200, 8e-5)}
+
+
+@dataclass(frozen=True)
+class SaliencyProposalsConfig:  # §3.6; whether slot 4 uses them: systems.<name>.fuse
     threshold: float = 0.5
     top_k: int = 10
 
 
-@dataclass
+@dataclass(frozen=True)
 class EnsembleConfig:
     seeds: list[int] = field(default_factory=lambda: [2023, 42])
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceConfig:
     max_windows: int = 10  # windows written per query
     clamp_slack: float = 2.0  # clamp ends to duration + slack (GT ends can exceed duration)
 
 
+@dataclass(frozen=True)
+class FusionConfig:
+    """Slot 4 (report §3.6): a system that fuses the seeds of a trained one at inference."""
+
+    base: str = "slot3"  # the trained system whose seeds are fused
+    ensemble: bool = True  # pool all seeds of ``ensemble.seeds``; False: the first seed only
+    saliency_proposals: bool = True  # add each member's saliency runs (knobs: saliency_proposals)
+
+
 # ---------------------------------------------------------------------------------------------
 # DCASE submission package (SPEC §5): the ``submission:`` block of params.yaml
 # ---------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class AffiliationConfig:
     abbreviation: str = ""  # institute abbreviation, e.g. "KAIST"
     institute: str = ""
@@ -199,7 +355,7 @@ class AffiliationConfig:
     location: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class AuthorConfig:
     lastname: str = ""
     firstname: str = ""
@@ -213,7 +369,7 @@ class AuthorConfig:
 Description = str | list[str]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SubmittedSystemConfig:
     """One submitted system; its position in ``SubmissionConfig.systems`` is its number k."""
 
@@ -237,7 +393,7 @@ def _report_systems() -> list[SubmittedSystemConfig]:
     ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SubmissionConfig:
     """Team and system information for the DCASE zip; nothing here is repeated elsewhere.
 
@@ -260,12 +416,20 @@ class SubmissionConfig:
 # ---------------------------------------------------------------------------------------------
 # Generic dict <-> dataclass conversion (strict: unknown keys are errors)
 # ---------------------------------------------------------------------------------------------
+# Called once per leaf of the raw dict that a dataclass field consumes: (dotted path, class,
+# field name). Lets a test prove that every leaf of params.yaml is read by exactly one field.
+LeafReader = typing.Callable[[str, type, str], None]
+
+
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def from_dict(cls: type, raw: dict | None, where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``raw``; unknown keys and wrong types raise ConfigError."""
+def from_dict(cls: type, raw: dict | None, where: str = "", on_leaf: LeafReader | None = None) -> Any:
+    """Build dataclass ``cls`` from ``raw``; unknown keys and wrong types raise ConfigError.
+
+    ``where`` is the dotted path of ``raw`` in the params file, for messages (and ``on_leaf``).
+    """
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {raw!r}")
@@ -280,18 +444,26 @@ def from_dict(cls: type, raw: dict | None, where: str = "") -> Any:
     for f in dataclasses.fields(cls):
         if f.name not in raw:
             continue
-        value, tp, key = raw[f.name], hints[f.name], f"{where}.{f.name}".lstrip(".")
-        if _is_dataclass_type(tp):
-            kwargs[f.name] = from_dict(tp, value, key)
-        else:
-            kwargs[f.name] = _coerce(value, tp, key)
+        key = f"{where}.{f.name}".lstrip(".")
+        kwargs[f.name] = _coerce(raw[f.name], hints[f.name], key, on_leaf, (cls, f.name))
     return cls(**kwargs)
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, on_leaf: LeafReader | None, owner: tuple[type, str]) -> Any:
+    if _is_dataclass_type(tp):  # a nested section, or the items of e.g. list[AuthorConfig]
+        return from_dict(tp, value, key, on_leaf)
     origin = typing.get_origin(tp)
-    if _is_dataclass_type(tp):  # e.g. the items of list[AuthorConfig]
-        return from_dict(tp, value, key)
+    if origin is list and _is_dataclass_type(typing.get_args(tp)[0]):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [from_dict(typing.get_args(tp)[0], v, f"{key}[{i}]", on_leaf) for i, v in enumerate(value)]
+    if on_leaf is not None:
+        on_leaf(key, *owner)
+    return _coerce_leaf(value, tp, key)
+
+
+def _coerce_leaf(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -312,11 +484,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return value
+        return [_coerce_leaf(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     # typing.Union[...] or PEP 604 ``a | b`` (whose origin is types.UnionType)
     if origin is typing.Union or getattr(origin, "__name__", "") == "UnionType":
         args = typing.get_args(tp)
@@ -326,11 +494,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(value, a, key)
+                return _coerce_leaf(value, a, key)
             except ConfigError:
                 pass
         raise ConfigError(f"{key}: {value!r} does not fit {tp}")
-    return value
+    raise ConfigError(f"{key}: no conversion for type {tp}")  # a field type this module lacks
 
 
 def to_dict(obj: Any) -> dict:
@@ -342,37 +510,3 @@ def config_hash(obj: Any) -> str:
     data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (override or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_yaml(path: str | Path) -> dict:
-    import yaml
-
-    path = Path(path)
-    try:
-        with path.open() as fh:
-            data = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-def load_submission_config(params_path: str | Path) -> SubmissionConfig:
-    """The ``submission:`` block of a params file as a :class:`SubmissionConfig`."""
-    raw = load_yaml(params_path)
-    if "submission" not in raw:
-        raise ConfigError(f"{params_path}: no 'submission:' block (team and system information)")
-    return from_dict(SubmissionConfig, raw["submission"], "submission")

@@ -1,29 +1,60 @@
-"""Development-testing evaluation of pipeline systems: metrics files DVC tracks as metrics."""
+"""Development-testing evaluation of pipeline systems: metrics files DVC tracks as metrics.
+
+:func:`system_runs` is the one place that turns a system of params.yaml into the files that
+make it up; the functions after it work on that description only.
+"""
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
+from pathlib import Path
 
 from amr.io import read_json, write_json
 from amr.metrics import evaluate_predictions, load_jsonl
-from amr.params import Params
 from amr.pipeline import METRICS_DIR, PREDICT_SPLITS, ground_truth, metrics_file, predictions, run_dir
 
 METRIC_KEYS = ("R1@0.5", "R1@0.7", "mAP", "mAP@0.5", "mAP@0.75")
 
 
-def system_members(params: Params, system: str) -> list[tuple[str, int]]:
-    """(trained system, seed) pairs whose weights make up ``system``."""
-    if system in params.fused_systems():
-        base = params.fusion(system).base
-        return [(base, s) for s in params.fusion_members(system)]
-    return [(system, s) for s in params.seeds(system)]
+@dataclass(frozen=True)
+class SystemRuns:
+    """The files of one pipeline system (a trained system, or a fusion of one's seeds)."""
+
+    name: str
+    label: str  # readable, derived from the system's definition
+    fused: bool
+    test_predictions: tuple[tuple[str, Path], ...]  # ("seed N" or "fused", predictions JSONL)
+    members: tuple[tuple[str, int], ...]  # (trained system, seed) whose weights make it up
+
+    @property
+    def curve_run(self) -> Path:
+        """The fine-tuning run whose training curve stands for this system (its first seed)."""
+        system, seed = self.members[0]
+        return run_dir("finetune", system, seed)
 
 
-def system_info(params: Params, system: str) -> dict:
+def system_runs(params, name: str) -> SystemRuns:
+    """Describe system ``name`` of a :class:`~amr.params.Params` (reads only what it needs)."""
+    if name in params.fused_systems():
+        fusion = params.fusion(name)
+        seeds = params.fusion_members(name)
+        parts = [f"{len(seeds)}-seed ensemble" if fusion.ensemble else "single seed"]
+        if fusion.saliency_proposals:
+            parts.append("saliency proposals")
+        return SystemRuns(name, f"{name}: {fusion.base} + " + " + ".join(parts), True,
+                          (("fused", predictions(name, "test")),),
+                          tuple((fusion.base, s) for s in seeds))
+    seeds = params.seeds(name)
+    components = params.components(name)
+    return SystemRuns(name, f"{name}: " + (" + ".join(components) if components else "QD-DETR"), False,
+                      tuple((f"seed {s}", predictions(name, "test", s)) for s in seeds),
+                      tuple((name, s) for s in seeds))
+
+
+def system_info(runs: SystemRuns) -> dict:
     """Parameter counts, loss terms and ensemble flag of a system, read from its training runs."""
-    members = system_members(params, system)
-    infos = [read_json(run_dir("finetune", name, seed) / "system_info.json") for name, seed in members]
-    if system not in params.fused_systems():
+    infos = [read_json(run_dir("finetune", name, seed) / "system_info.json") for name, seed in runs.members]
+    if not runs.fused:
         infos = infos[:1]  # extra seeds of a trained system are separate models, not one system
     return {
         "trainable_parameters": sum(i["trainable_parameters"] for i in infos),
@@ -34,73 +65,55 @@ def system_info(params: Params, system: str) -> dict:
     }
 
 
-def evaluate_system(params: Params, system: str) -> dict:
+def evaluate_system(runs: SystemRuns) -> dict:
     """Write ``metrics/<system>.json`` (+ details, per-seed spread, system info); return metrics."""
     gt = load_jsonl(ground_truth(PREDICT_SPLITS["test"]))
-    if system in params.fused_systems():
-        runs = {"fused": predictions(system, "test")}
-    else:
-        runs = {f"seed {s}": predictions(system, "test", s) for s in params.seeds(system)}
-    results = {name: evaluate_predictions(load_jsonl(p), gt, details=True) for name, p in runs.items()}
+    results = {label: evaluate_predictions(load_jsonl(path), gt, details=True)
+               for label, path in runs.test_predictions}
     primary = next(iter(results.values()))
     headline = {k: primary[k] for k in METRIC_KEYS}
-    METRICS_DIR.mkdir(parents=True, exist_ok=True)
-    write_json(metrics_file(system), headline)
-    write_json(METRICS_DIR / f"{system}.details.json", primary)
+    write_json(metrics_file(runs.name), headline)
+    write_json(METRICS_DIR / f"{runs.name}.details.json", primary)
     spread = {
         k: {"mean": round(statistics.mean(r[k] for r in results.values()), 2),
             "sd": round(statistics.stdev(r[k] for r in results.values()), 2) if len(results) > 1 else None}
         for k in METRIC_KEYS
     }
-    write_json(METRICS_DIR / f"{system}.seeds.json",
+    write_json(METRICS_DIR / f"{runs.name}.seeds.json",
                {"seeds": {n: {k: r[k] for k in METRIC_KEYS} for n, r in results.items()}, "spread": spread})
-    write_json(METRICS_DIR / f"{system}.info.json", system_info(params, system))
+    write_json(METRICS_DIR / f"{runs.name}.info.json", system_info(runs))
     return headline
 
 
-def system_label(params: Params, system: str) -> str:
-    """A readable label derived from the system's definition in params.yaml."""
-    if system in params.fused_systems():
-        f = params.fusion(system)
-        parts = [f"{len(params.fusion_members(system))}-seed ensemble" if f.ensemble else "single seed"]
-        if f.saliency_proposals:
-            parts.append("saliency proposals")
-        return f"{system}: {f.base} + " + " + ".join(parts)
-    enabled = [name for name, comp in (params.systems[system] or {}).items() if comp.get("enabled")]
-    return f"{system}: " + (" + ".join(enabled) if enabled else "QD-DETR")
-
-
-def table1(params: Params):
-    """Table 1: every system of params.yaml on development-testing, best per column in bold."""
+def table1(systems: list[SystemRuns], caption: str):
+    """Table 1: every system on development-testing, best per column in bold."""
     from amr.tables import Row, Table
 
     rows = []
-    for system in params.systems:
-        metrics = read_json(metrics_file(system))
-        seeds = read_json(METRICS_DIR / f"{system}.seeds.json")
-        rows.append(Row(system_label(params, system), metrics, seeds["spread"] if len(seeds["seeds"]) > 1 else None))
-    caption = f"Results on development-testing ({params.profile} profile, {params.source.source} data)"
+    for runs in systems:
+        metrics = read_json(metrics_file(runs.name))
+        seeds = read_json(METRICS_DIR / f"{runs.name}.seeds.json")
+        rows.append(Row(runs.label, metrics, seeds["spread"] if len(seeds["seeds"]) > 1 else None))
     return Table(caption, rows)
 
 
-def r1_by_length_rows(params: Params) -> list[dict]:
+def r1_by_length_rows(systems: list[SystemRuns]) -> list[dict]:
     """R1@0.7 per GT-window-length bucket and system (for the bar chart)."""
     rows = []
-    for system in params.systems:
-        details = read_json(METRICS_DIR / f"{system}.details.json")
+    for runs in systems:
+        details = read_json(METRICS_DIR / f"{runs.name}.details.json")
         for bucket, scores in details["by_gt_length"].items():
-            rows.append({"label": f"{system} | {bucket}", "system": system, "bucket": bucket,
+            rows.append({"label": f"{runs.name} | {bucket}", "system": runs.name, "bucket": bucket,
                          "R1@0.7": scores.get("R1@0.7", 0.0),
                          "queries": scores.get("num_queries", 0)})
     return rows
 
 
-def training_curves(params: Params, system: str, stage: str = "finetune") -> list[dict]:
-    """Per-epoch scalars of a system's (primary-seed) run, merged from its dvclive files."""
+def training_curves(run: Path) -> list[dict]:
+    """Per-epoch scalars of a training run, merged from its dvclive files."""
     import csv
 
-    seed = params.seeds(system)[0] if stage == "finetune" else None
-    root = run_dir(stage, system, seed) / "dvclive" / "plots" / "metrics"
+    root = Path(run) / "dvclive" / "plots" / "metrics"
     by_step: dict[int, dict] = {}
     for tsv in sorted(root.rglob("*.tsv")):
         name = tsv.relative_to(root).with_suffix("").as_posix()

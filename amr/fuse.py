@@ -10,14 +10,13 @@ proposals (same member order, best first).
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from amr.config import SaliencyProposalsConfig
-from amr.io import iter_jsonl
+from amr.prediction_files import read_predictions, read_saliency, saliency_path, write_predictions
 
 
 class FusionError(ValueError):
@@ -80,22 +79,21 @@ def pool_windows(window_lists: list[list[list[float]]], keep: int = 10) -> list[
 def fuse_predictions(
     members: list[list[dict]],
     saliencies: list[dict[str, np.ndarray]] | None = None,
-    proposals_cfg: SaliencyProposalsConfig | None = None,
+    proposals: SaliencyProposalsConfig | None = None,
     keep: int = 10,
     clip_length: float = 1.0,
     member_names: list[str] | None = None,
 ) -> list[dict]:
     """Fuse the prediction records of ``members`` (each a list of predictions-JSONL records).
 
-    ``saliencies[m][qid]`` holds member m's per-frame saliency logits; it is only read when
-    ``proposals_cfg.enabled``. Output records follow the query order of the first member and
-    copy its ``qid, query, vid, duration``.
+    With ``proposals`` (None: decoder windows only), each member's saliency runs join the pool;
+    ``saliencies[m][qid]`` holds member m's per-frame saliency logits. Output records follow the
+    query order of the first member and copy its ``qid, query, vid, duration``.
     """
-    cfg = proposals_cfg or SaliencyProposalsConfig()
     if not members:
         raise FusionError("fuse: no member predictions given; pass at least one --member")
     names = member_names or [f"member {i}" for i in range(len(members))]
-    use_saliency = cfg.enabled
+    use_saliency = proposals is not None
     if use_saliency and (saliencies is None or len(saliencies) != len(members)):
         raise FusionError(
             "fuse: saliency proposals are enabled but not every member has saliency arrays; "
@@ -116,7 +114,7 @@ def fuse_predictions(
     fused = []
     for qid in reference_qids:
         decoder = [_scored_windows(index[qid], name) for index, name in zip(by_qid, names)]
-        proposals = []
+        runs = []
         if use_saliency:
             for sal, name in zip(saliencies, names):
                 if qid not in sal:
@@ -124,10 +122,10 @@ def fuse_predictions(
                         f"{name}: no saliency array for qid {qid!r}; re-run `amr predict` "
                         "for this member, or disable saliency proposals (--no-saliency)"
                     )
-                proposals.append(
-                    saliency_proposals(sal[qid], cfg.threshold, cfg.top_k, clip_length)
+                runs.append(
+                    saliency_proposals(sal[qid], proposals.threshold, proposals.top_k, clip_length)
                 )
-        windows = pool_windows(decoder + proposals, keep)
+        windows = pool_windows(decoder + runs, keep)
         base = by_qid[0][qid]
         fused.append(
             {
@@ -171,56 +169,19 @@ def _finite(x) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------------
-def saliency_path(predictions_path: str | Path) -> Path:
-    """``PRED.jsonl`` -> ``PRED.saliency.npz`` (the file `amr predict` writes next to it)."""
-    p = Path(predictions_path)
-    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
-    return p.with_name(stem + ".saliency.npz")
-
-
-def read_predictions(path: str | Path) -> list[dict]:
-    records = []
-    for where, record in iter_jsonl(path, FusionError, "predictions file (create it with `amr predict`)"):
-        if "qid" not in record:
-            raise FusionError(f"{where}: expected a JSON object with a 'qid'")
-        records.append(record)
-    return records
-
-
-def read_saliency(path: str | Path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if not path.is_file():
-        raise FusionError(
-            f"{path}: saliency file not found; `amr predict` writes it next to the "
-            "predictions, or disable saliency proposals (--no-saliency)"
-        )
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: np.asarray(npz[key]) for key in npz.files}
-
-
-def write_predictions(path: str | Path, records: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as fh:
-        for record in records:
-            fh.write(json.dumps(record) + "\n")
-    tmp.replace(path)
-
-
 def fuse_files(
     member_paths: list[str | Path],
     out_path: str | Path,
-    proposals_cfg: SaliencyProposalsConfig | None = None,
+    proposals: SaliencyProposalsConfig | None = None,
     keep: int = 10,
     clip_length: float = 1.0,
 ) -> list[dict]:
-    """Read member predictions (+ their ``.saliency.npz``), fuse, write ``out_path``."""
-    cfg = proposals_cfg or SaliencyProposalsConfig()
+    """Read member predictions (+ their ``.saliency.npz`` with ``proposals``), fuse, write
+    ``out_path``."""
     members = [read_predictions(p) for p in member_paths]
-    saliencies = [read_saliency(saliency_path(p)) for p in member_paths] if cfg.enabled else None
+    saliencies = [read_saliency(saliency_path(p)) for p in member_paths] if proposals else None
     fused = fuse_predictions(
-        members, saliencies, cfg, keep, clip_length, member_names=[str(p) for p in member_paths]
+        members, saliencies, proposals, keep, clip_length, member_names=[str(p) for p in member_paths]
     )
     write_predictions(out_path, fused)
     return fused

@@ -1,37 +1,68 @@
-"""Small file helpers: atomic writes (temp file in the same folder + rename) and JSON/JSONL."""
+"""Small file helpers: the one atomic writer (temp file in the same folder + rename) and
+JSON/JSONL reading and writing.
+
+Every output of the pipeline goes through :func:`atomic_path`, so that a kill or power loss at
+any moment leaves either the previous complete file or the new one, never a torn file.
+"""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
 
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path beside ``path`` for the caller to write; on success the file is
+    flushed to disk and renamed over ``path``, on any exception it is removed.
+
+    The temporary file exists (empty) when the block starts; its hidden name is unique per
+    process and call. The folder of ``path`` is created when missing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL: never write into someone else's file; mode 0o666 lets the umask decide, as open()
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield Path(tmp)
+        yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself (the directory entry); not supported on every platform."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: str | Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+def write_json(path: str | Path, obj, indent: int = 2) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
 
 
 def write_jsonl(path: str | Path, rows) -> None:

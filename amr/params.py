@@ -1,252 +1,363 @@
-"""``params.yaml`` → typed configuration objects.
+"""``params.yaml`` -> typed configuration: the one loader, with one merge rule.
 
-Layout of the file (see the file itself for every knob):
+Layout of the file (the file itself documents every knob):
 
-- ``profile``: ``demo`` or ``paper``; ``profiles.<name>`` is deep-merged over the rest, so the
-  report's values stay in the main body and the demo profile only shrinks sizes and epochs.
-- ``data``: the model-facing data knobs (:class:`~amr.config.DataConfig`) plus where features
-  come from (``source``, ``demo``, ``local``, ``download``).
+- ``data``: the model-facing data knobs (:class:`~amr.config.DataConfig`) and where the features
+  come from (``source`` and its ``demo`` / ``local`` / ``download`` blocks).
 - ``model``, ``loss``, ``matcher``: the shared detector (report §2).
 - one section per component (``coarse``, ``rerank``, ``mamba``, ``boundary_contrast``, ``dn``,
-  ``cascade``): its knobs. Whether a system uses it is decided in ``systems`` only.
-- ``systems``: slot name → per-component overrides (at least ``enabled: true``); a system's
-  configuration is the component section deep-merged with its override. Components a system
-  does not enable keep their dataclass defaults, so a system reads only the sections it uses.
-- ``saliency_proposals``, ``ensemble``, ``train``, ``inference``, ``submission``.
+  ``cascade``): its knobs, whichever system uses it. Whether a system uses it is said in
+  ``systems`` only.
+- ``systems``: name -> definition. A trained system lists the components it switches on
+  (``slot1: {coarse: {enabled: true}, rerank: {enabled: true}}``); a fused system (slot 4) is
+  ``{fuse: {base, ensemble, saliency_proposals}}``.
+- ``saliency_proposals``, ``ensemble``, ``train`` (with ``train.pretrain`` and
+  ``train.finetune``), ``inference``, ``submission``.
+
+The values in the file are the values that run. The one merge rule: a system may set a knob of a
+component it enables (``systems.slot1.coarse.gamma: 0.5``), and that value wins over the
+component section (``coarse.gamma``) for that system only. Budget presets (``demo``,
+``paper``) are written into the file by ``amr profile``; nothing is merged in at load time.
+
+Every accessor records the params keys it reads. :mod:`amr.dag` runs each stage's
+``configure`` on a recording copy, so a stage declares exactly the keys its script reads.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+import dataclasses
 from pathlib import Path
 
 from amr.config import (
+    COMPONENTS,
+    SCHEDULES,
     BackboneConfig,
-    BoundaryContrastConfig,
-    CascadeConfig,
-    CoarseConfig,
     ConfigError,
     DataConfig,
-    DenoisingConfig,
+    DataSource,
     EnsembleConfig,
+    FusionConfig,
     InferenceConfig,
+    LeafReader,
     LossWeights,
-    MambaConfig,
     MatcherCosts,
-    RerankConfig,
     SaliencyProposalsConfig,
+    ScheduleConfig,
+    SubmissionConfig,
     SystemConfig,
     TrainConfig,
-    deep_merge,
     from_dict,
-    load_yaml,
 )
 
-COMPONENT_TYPES = {
-    "coarse": CoarseConfig,
-    "rerank": RerankConfig,
-    "mamba": MambaConfig,
-    "boundary_contrast": BoundaryContrastConfig,
-    "dn": DenoisingConfig,
-    "cascade": CascadeConfig,
+COMPONENT_TYPES = {name: type(getattr(SystemConfig(), name)) for name in COMPONENTS}
+# sections that are one dataclass each (``data`` and ``train`` are split in two, see Params)
+SECTION_TYPES: dict[str, type] = {
+    "model": BackboneConfig,
+    "loss": LossWeights,
+    "matcher": MatcherCosts,
+    **COMPONENT_TYPES,
+    "saliency_proposals": SaliencyProposalsConfig,
+    "ensemble": EnsembleConfig,
+    "inference": InferenceConfig,
+    "submission": SubmissionConfig,
 }
-COMPONENTS = tuple(COMPONENT_TYPES)
-SOURCE_KEYS = ("source", "demo", "local", "download")
+SOURCE_KEYS = tuple(f.name for f in dataclasses.fields(DataSource))  # data.source and its blocks
+TOP_LEVEL = ("data", "train", "systems", *SECTION_TYPES)
 
 
-# ---------------------------------------------------------------------------------------------
-# Where the features come from
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class PretrainFiles:
-    train: str = ""
-    val: str = ""
-    audio_dir: str = ""
-    text_dir: str = ""
+def read_params_file(path: str | Path) -> dict:
+    """The raw mapping of a params file; a missing file or bad YAML names the file.
+
+    Read as YAML 1.2, like DVC reads it, so that both see the same values: ``dvc exp run -S
+    lr=8e-5`` writes ``8e-05``, a float in YAML 1.2 but a string in YAML 1.1."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = YAML(typ="safe", pure=True).load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
 
 
-@dataclass
-class FinetuneFiles:
-    train: str = ""
-    val: str = ""
-    test: str = ""
-    audio_dir: str = ""
-    text_dir: str = ""
+def load_submission(path: str | Path) -> SubmissionConfig:
+    """The ``submission:`` block of a params file (or of a team file holding only that block),
+    for ``amr package`` outside the pipeline."""
+    raw = read_params_file(path)
+    if "submission" not in raw:
+        raise ConfigError(f"{path}: no 'submission:' block (team and system information)")
+    return from_dict(SubmissionConfig, raw["submission"], "submission")
 
 
-@dataclass
-class EvaluationFiles:
-    queries: str = ""
-    audio_dir: str = ""
-    text_dir: str = ""
-
-
-@dataclass
-class LocalSource:
-    """Feature directories in the official layout that the user already has."""
-
-    pretrain: PretrainFiles = field(default_factory=PretrainFiles)
-    finetune: FinetuneFiles = field(default_factory=FinetuneFiles)
-    evaluation: EvaluationFiles = field(default_factory=EvaluationFiles)
-
-
-@dataclass
-class DemoSource:
-    """The embedded synthetic dataset (``amr demo-data``)."""
-
-    seed: int = 0
-    sizes: dict = field(default_factory=dict)  # overrides of amr.data.demo.DemoSizes
-
-
-@dataclass
-class RemoteFile:
-    """One file to fetch.
-
-    Inside a record: ``name`` (the record's file key) and optionally ``md5``; the URL is built
-    from ``zenodo_url``. Under ``data.download.files``: ``url``, ``dest`` and optionally ``md5``
-    and ``name`` (default: the URL's last path segment).
-    """
-
-    name: str = ""
-    url: str = ""
-    md5: str = ""  # hex; empty: a record file's md5 is read from the record listing
-    dest: str = ""  # ``files`` entries only: folder below the download folder
-
-
-@dataclass
-class ZenodoRecord:
-    """One Zenodo record; its archives are unpacked into ``<folder>/<dest>``."""
-
-    id: int = 0
-    dest: str = ""
-    files: list[RemoteFile] = field(default_factory=list)  # empty: every listed file matching glob
-    glob: str = "*"  # which of the record's files to take when ``files`` is empty
-    parts: str = ""  # glob: these files are the parts of ONE archive, joined in name order
-
-
-@dataclass
-class DownloadSource:
-    """Official archives (Zenodo records) and annotation files, fetched and unpacked."""
-
-    folder: str = "data/download"
-    zenodo_url: str = "https://zenodo.org"
-    retries: int = 3  # extra attempts after a transient network error (each resumes)
-    retry_delay_s: float = 2.0  # first back-off; doubles per attempt
-    timeout_s: float = 60.0  # per network read
-    records: list[ZenodoRecord] = field(default_factory=list)
-    files: list[RemoteFile] = field(default_factory=list)  # plain URLs (annotation files)
-    layout: LocalSource = field(default_factory=LocalSource)  # where the unpacked files land
-
-
-@dataclass
-class DataSource:
-    source: str = "demo"  # demo | download | local
-    demo: DemoSource = field(default_factory=DemoSource)
-    local: LocalSource = field(default_factory=LocalSource)
-    download: DownloadSource = field(default_factory=DownloadSource)
-
-
-# ---------------------------------------------------------------------------------------------
-# Slot 4 (inference-time fusion)
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class FusionConfig:
-    base: str = "slot3"  # the trained system whose seeds are fused
-    ensemble: bool = True  # pool all seeds of ``ensemble.seeds``; False: the first seed only
-    saliency_proposals: bool = True
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------------------------
-def load_raw_params(path: str | Path = "params.yaml", profile: str | None = None) -> dict:
-    """The params file with its active profile (or ``profile``) merged in."""
-    raw = load_yaml(path)
-    profile = profile or raw.get("profile", "paper")
-    profiles = raw.get("profiles") or {}
-    if profile not in profiles:
-        raise ConfigError(f"{path}: profile {profile!r} is not defined under 'profiles:' "
-                          f"(defined: {sorted(profiles)})")
-    merged = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles[profile] or {})
-    merged["profile"] = profile
-    return merged
+def set_key(raw: dict, key: str, value) -> None:
+    """Set dotted ``key`` (``train.pretrain.lr``) in a nested mapping, creating mappings."""
+    *parents, last = key.split(".")
+    node = raw
+    for name in parents:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {name!r} is not a mapping")
+    node[last] = value
 
 
 class Params:
-    """Typed view of a params file. Build once; hand the pieces to library code."""
+    """Typed view of a params file. Build once; hand the typed pieces to library code."""
 
-    def __init__(self, raw: dict, path: str | Path = "params.yaml"):
+    def __init__(self, raw: dict, path: str | Path = "params.yaml", on_leaf: LeafReader | None = None):
         self.path = Path(path)
-        self.raw = raw
-        self.profile: str = raw.get("profile", "paper")
-        data = raw.get("data") or {}
-        self.data = from_dict(DataConfig, {k: v for k, v in data.items() if k not in SOURCE_KEYS}, "data")
-        self.source = from_dict(DataSource, {k: v for k, v in data.items() if k in SOURCE_KEYS}, "data")
-        self.train = from_dict(TrainConfig, raw.get("train"), "train")
-        self.ensemble = from_dict(EnsembleConfig, raw.get("ensemble"), "ensemble")
-        self.saliency_proposals = from_dict(SaliencyProposalsConfig, raw.get("saliency_proposals"),
-                                            "saliency_proposals")
-        self.inference = from_dict(InferenceConfig, raw.get("inference"), "inference")
-        self.systems: dict = raw.get("systems") or {}
-        if not self.systems:
-            raise ConfigError(f"{self.path}: no 'systems:' map")
+        self._raw = raw
+        self._reads: set[str] | None = None  # None: not recording
+        unknown = sorted(set(raw) - set(TOP_LEVEL))
+        if unknown:
+            hint = ("; budget presets are written into the file with `amr profile NAME`"
+                    if {"profile", "profiles"} & set(unknown) else "")
+            raise ConfigError(f"{self.path}: unknown top-level key(s) {unknown}; known: "
+                              f"{sorted(TOP_LEVEL)}{hint}")
+        data = _mapping(raw.get("data"), "data")
+        self._data = from_dict(DataConfig, {k: v for k, v in data.items() if k not in SOURCE_KEYS},
+                               "data", on_leaf)
+        self._source = from_dict(DataSource, {k: v for k, v in data.items() if k in SOURCE_KEYS},
+                                 "data", on_leaf)
+        train = _mapping(raw.get("train"), "train")
+        self._train = from_dict(TrainConfig, {k: v for k, v in train.items() if k not in SCHEDULES},
+                                "train", on_leaf)
+        self._schedules = {}
+        for stage, default in SCHEDULES.items():
+            given = _mapping(train.get(stage), f"train.{stage}")
+            parsed = from_dict(ScheduleConfig, given, f"train.{stage}", on_leaf)
+            self._schedules[stage] = dataclasses.replace(default, **{k: getattr(parsed, k) for k in given})
+        self._sections = {}
+        for name, cls in SECTION_TYPES.items():
+            section = _mapping(raw.get(name), name)
+            if name in COMPONENT_TYPES and "enabled" in section:
+                raise ConfigError(f"{name}.enabled: a component is switched on per system "
+                                  f"(systems.<name>.{name}.enabled), not in its section")
+            # component leaves are recorded per system that reads them (see _build_system)
+            self._sections[name] = from_dict(cls, section, name,
+                                             None if name in COMPONENT_TYPES else on_leaf)
+        self._systems = self._build_systems(raw.get("systems"), on_leaf)
 
     @classmethod
-    def load(cls, path: str | Path = "params.yaml", profile: str | None = None) -> "Params":
-        return cls(load_raw_params(path, profile), path)
+    def load(cls, path: str | Path = "params.yaml", preset: str | None = None) -> "Params":
+        """Read ``path``; with ``preset`` (``paper``, ``demo`` or a preset file), its budget
+        values replace the file's (what ``amr profile`` would write), in memory only."""
+        raw = read_params_file(path)
+        if preset is not None:
+            from amr.profiles import load_preset
 
-    # -- systems ------------------------------------------------------------------------------
+            raw = copy.deepcopy(raw)
+            for key, value in load_preset(preset).items():
+                set_key(raw, key, value)
+        return cls(raw, path)
+
+    # -- recording what a stage reads ----------------------------------------------------------
+    def recording(self) -> "Params":
+        """A copy that records every key its accessors read (see :meth:`reads`)."""
+        clone = copy.copy(self)
+        clone._reads = set()
+        return clone
+
+    def reads(self) -> list[str]:
+        """The keys read so far, shortest first: a mapping whose every key was read stands for
+        them (``data``), and a read key covers its children (``train.pretrain``)."""
+        keys = set(self._reads or ())
+        changed = True
+        while changed:  # lift fully read mappings to their parent key, bottom up
+            changed = False
+            for key in sorted({k.rsplit(".", 1)[0] for k in keys if "." in k}, key=lambda k: -k.count(".")):
+                node = self._raw
+                for name in key.split("."):
+                    node = node.get(name) if isinstance(node, dict) else None
+                if isinstance(node, dict) and node and key not in keys \
+                        and all(f"{key}.{child}" in keys for child in node):
+                    keys.add(key)
+                    changed = True
+        return sorted(k for k in keys if not any(k.startswith(p + ".") for p in keys))
+
+    def _read(self, *keys: str) -> None:
+        if self._reads is not None:
+            self._reads.update(keys)
+
+    # -- sections ------------------------------------------------------------------------------
+    @property
+    def data(self) -> DataConfig:
+        self._read(*(f"data.{f.name}" for f in dataclasses.fields(DataConfig)))
+        return self._data
+
+    @property
+    def source(self) -> DataSource:
+        self._read(*(f"data.{k}" for k in SOURCE_KEYS))
+        return self._source
+
+    @property
+    def train(self) -> TrainConfig:
+        self._read(*(f"train.{f.name}" for f in dataclasses.fields(TrainConfig)))
+        return self._train
+
+    def schedule(self, stage: str) -> ScheduleConfig:
+        if stage not in self._schedules:
+            raise ConfigError(f"unknown training stage {stage!r}; known: {sorted(self._schedules)}")
+        self._read(f"train.{stage}")
+        return self._schedules[stage]
+
+    def _section(self, name: str):
+        self._read(name)
+        return self._sections[name]
+
+    @property
+    def ensemble(self) -> EnsembleConfig:
+        return self._section("ensemble")
+
+    @property
+    def inference(self) -> InferenceConfig:
+        return self._section("inference")
+
+    @property
+    def saliency_proposals(self) -> SaliencyProposalsConfig:
+        return self._section("saliency_proposals")
+
+    @property
+    def submission(self) -> SubmissionConfig:
+        team = self._section("submission")
+        for i, entry in enumerate(team.systems):
+            if entry.run not in self._systems:
+                raise ConfigError(f"submission.systems[{i}].run: {entry.run!r} is not a system; "
+                                  f"systems: {sorted(self._systems)}")
+        return team
+
+    def value(self, key: str):
+        """The typed value of one dotted key, e.g. ``model.hidden_dim`` or ``train.pretrain.lr``."""
+        section, _, rest = key.partition(".")
+        if section == "train" and rest.split(".")[0] in self._schedules:
+            stage, _, rest = rest.partition(".")
+            node = self._schedules[stage]
+        elif section == "train":
+            node = self._train
+        elif section == "data":
+            node = self._data if rest.split(".")[0] in {f.name for f in dataclasses.fields(DataConfig)} else self._source
+        elif section in self._sections:
+            node = self._sections[section]
+        else:
+            raise ConfigError(f"{key}: not a params key")
+        for name in rest.split(".") if rest else ():
+            if not dataclasses.is_dataclass(node) or name not in {f.name for f in dataclasses.fields(node)}:
+                raise ConfigError(f"{key}: not a params key")
+            node = getattr(node, name)
+        self._read(key)
+        return node
+
+    # -- systems -------------------------------------------------------------------------------
+    # Which systems exist and which one a fusion pools is the pipeline's shape: dvc.yaml encodes
+    # it, so reading it is not recorded (a stage checks that dvc.yaml matches it, amr.dag).
+    def system_names(self) -> list[str]:
+        return list(self._systems)
+
     def trained_systems(self) -> list[str]:
-        return [n for n, s in self.systems.items() if "fuse" not in (s or {})]
+        return [n for n, s in self._systems.items() if isinstance(s, SystemConfig)]
 
     def fused_systems(self) -> list[str]:
-        return [n for n, s in self.systems.items() if "fuse" in (s or {})]
+        return [n for n, s in self._systems.items() if isinstance(s, FusionConfig)]
 
-    def _system_entry(self, name: str) -> dict:
-        if name not in self.systems:
-            raise ConfigError(f"{self.path}: unknown system {name!r}; systems: {sorted(self.systems)}")
-        return self.systems[name] or {}
+    def fusion_base(self, name: str) -> str:
+        return self._get_system(name, FusionConfig).base
 
     def system(self, name: str) -> SystemConfig:
         """The detector configuration of one trained system."""
-        entry = self._system_entry(name)
-        if "fuse" in entry:
-            raise ConfigError(f"system {name!r} is a fusion of trained systems, not a model")
+        cfg = self._get_system(name, SystemConfig)
+        self._read(*(f"data.{f.name}" for f in dataclasses.fields(DataConfig)),
+                   "model", "loss", "matcher", f"systems.{name}",
+                   *(c for c in COMPONENTS if getattr(cfg, c).enabled))
+        return cfg
+
+    def components(self, name: str) -> list[str]:
+        """The components trained system ``name`` switches on (reads ``systems.<name>`` only)."""
+        cfg = self._get_system(name, SystemConfig)
+        self._read(f"systems.{name}")
+        return [c for c in COMPONENTS if getattr(cfg, c).enabled]
+
+    def fusion(self, name: str) -> FusionConfig:
+        cfg = self._get_system(name, FusionConfig)
+        self._read(f"systems.{name}")
+        return cfg
+
+    def seeds(self, name: str) -> list[int]:
+        """Seeds a trained system is fine-tuned with: every ensemble seed for a fusion's base."""
+        if any(self._systems[f].base == name for f in self.fused_systems()):
+            self._read("ensemble.seeds")
+            return list(self._sections["ensemble"].seeds)
+        self._read("train.seed")
+        return [self._train.seed]
+
+    def fusion_members(self, name: str) -> list[int]:
+        fusion = self.fusion(name)
+        seeds = self.seeds(fusion.base)
+        return seeds if fusion.ensemble else seeds[:1]
+
+    def _get_system(self, name: str, kind: type):
+        if name not in self._systems:
+            raise ConfigError(f"{self.path}: unknown system {name!r}; systems: {sorted(self._systems)}")
+        cfg = self._systems[name]
+        if not isinstance(cfg, kind):
+            what = "a fusion of trained systems, not a model" if kind is SystemConfig else \
+                "a trained model, not a fusion"
+            raise ConfigError(f"system {name!r} is {what}")
+        return cfg
+
+    def _build_systems(self, systems, on_leaf: LeafReader | None) -> dict:
+        if not isinstance(systems, dict) or not systems:
+            raise ConfigError(f"{self.path}: no 'systems:' map (name -> components)")
+        built: dict = {}
+        for name, entry in systems.items():
+            entry = _mapping(entry, f"systems.{name}")
+            if "fuse" in entry:
+                if set(entry) != {"fuse"}:
+                    raise ConfigError(f"systems.{name}: a fused system has only 'fuse:', got {sorted(entry)}")
+                built[name] = from_dict(FusionConfig, entry["fuse"], f"systems.{name}.fuse", on_leaf)
+            else:
+                built[name] = self._build_system(name, entry, on_leaf)
+        for name, cfg in built.items():
+            if isinstance(cfg, FusionConfig) and not isinstance(built.get(cfg.base), SystemConfig):
+                raise ConfigError(f"systems.{name}.fuse.base: {cfg.base!r} is not a trained system; "
+                                  f"trained: {sorted(n for n, c in built.items() if isinstance(c, SystemConfig))}")
+        return built
+
+    def _build_system(self, name: str, entry: dict, on_leaf: LeafReader | None) -> SystemConfig:
         unknown = sorted(set(entry) - set(COMPONENTS))
         if unknown:
             raise ConfigError(f"systems.{name}: unknown component(s) {unknown}; known: {list(COMPONENTS)}")
-        kwargs = {
-            "name": name,
-            "data": self.data,
-            "backbone": from_dict(BackboneConfig, self.raw.get("model"), "model"),
-            "loss": from_dict(LossWeights, self.raw.get("loss"), "loss"),
-            "matcher": from_dict(MatcherCosts, self.raw.get("matcher"), "matcher"),
-        }
-        for comp in COMPONENTS:
-            override = entry.get(comp) or {}
-            if not isinstance(override, dict):
-                raise ConfigError(f"systems.{name}.{comp}: expected a mapping such as {{enabled: true}}")
-            cls = COMPONENT_TYPES[comp]
-            if override.get("enabled", False):
-                merged = deep_merge(self.raw.get(comp) or {}, override)
-                kwargs[comp] = from_dict(cls, merged, f"{comp} (systems.{name})")
-            else:
-                kwargs[comp] = cls()
-        return SystemConfig(**kwargs)
+        components = {}
+        for comp, cls in COMPONENT_TYPES.items():
+            override = _mapping(entry.get(comp), f"systems.{name}.{comp}")
+            if not override.get("enabled", False):
+                if set(override) - {"enabled"}:
+                    raise ConfigError(
+                        f"systems.{name}.{comp}: sets {sorted(set(override) - {'enabled'})} but "
+                        f"{comp} is not enabled for {name}; add 'enabled: true' or remove them")
+                if on_leaf is not None and "enabled" in override:
+                    on_leaf(f"systems.{name}.{comp}.enabled", cls, "enabled")
+                components[comp] = cls()
+                continue
+            section = _mapping(self._raw.get(comp), comp)
+            where = f"{comp} (with systems.{name}.{comp})"
+            components[comp] = from_dict(cls, {**section, **override}, where)
+            if on_leaf is not None:  # the system's own value wins: record where each one came from
+                for key in {**section, **override}:
+                    on_leaf(f"systems.{name}.{comp}.{key}" if key in override else f"{comp}.{key}", cls, key)
+        return SystemConfig(
+            name=name, data=self._data, backbone=self._sections["model"],
+            loss=self._sections["loss"], matcher=self._sections["matcher"], **components,
+        )
 
-    def fusion(self, name: str) -> FusionConfig:
-        entry = self._system_entry(name)
-        if "fuse" not in entry:
-            raise ConfigError(f"system {name!r} is a trained model, not a fusion")
-        return from_dict(FusionConfig, entry["fuse"], f"systems.{name}.fuse")
 
-    def seeds(self, name: str) -> list[int]:
-        """Seeds a trained system is fine-tuned with: every ensemble seed for a fused base."""
-        for fused in self.fused_systems():
-            if self.fusion(fused).base == name:
-                return list(self.ensemble.seeds)
-        return [self.train.seed]
-
-    def fusion_members(self, name: str) -> list[int]:
-        f = self.fusion(name)
-        seeds = self.seeds(f.base)
-        return seeds if f.ensemble else seeds[:1]
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return value

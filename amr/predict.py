@@ -6,7 +6,6 @@ The same loop scores the validation set after every training epoch, so model sel
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -14,38 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from amr.config import InferenceConfig, SystemConfig, from_dict
-from amr.fuse import saliency_path, write_predictions
+from amr.device import autocast_context, choose_device, move_batch
+from amr.prediction_files import saliency_path, write_predictions, write_saliency
 from amr.training.checkpoint import CheckpointError, load_checkpoint
-
-
-def move_batch(batch: dict, device: torch.device) -> dict:
-    """Tensors to ``device``; lists of strings stay where they are."""
-    non_blocking = device.type == "cuda"
-    return {
-        k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
-        for k, v in batch.items()
-    }
-
-
-def autocast_context(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when asked (no loss scaling needed), nothing otherwise."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def eval_loader(dataset, batch_size: int, workers: int = 0) -> DataLoader:
-    from amr.data import collate_moments
-
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_moments,
-        # a private generator so that building this loader never draws from the global RNG
-        generator=torch.Generator().manual_seed(0),
-    )
 
 
 @torch.no_grad()
@@ -145,8 +115,7 @@ def predict_split(
     The summary holds ``queries``, ``seconds``, ``queries_per_s`` and, with ``gt_path``,
     ``metrics`` (official metrics against that annotation file).
     """
-    from amr.data import MomentDataset
-    from amr.training.distributed import choose_device
+    from amr.data import MomentDataset, eval_loader
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -160,10 +129,7 @@ def predict_split(
     seconds = time.perf_counter() - t0
 
     write_predictions(out, records)
-    sal_path = saliency_path(out)
-    tmp = sal_path.with_name(sal_path.name + ".tmp.npz")
-    np.savez(tmp, **{qid: np.asarray(v, dtype=np.float32) for qid, v in saliency.items()})
-    tmp.replace(sal_path)
+    write_saliency(saliency_path(out), saliency)
 
     summary = {
         "queries": len(records),

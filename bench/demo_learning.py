@@ -11,13 +11,13 @@ from collections import Counter
 import numpy as np
 import torch
 
-from amr.data import MomentDataset
+from amr.data import MomentDataset, eval_loader
 from amr.io import read_json
 from amr.metrics import evaluate_predictions, load_jsonl
 from amr.model import build_model
 from amr.params import Params
 from amr.pipeline import PREDICT_SPLITS, ground_truth, metrics_file, packed
-from amr.predict import eval_loader, run_inference
+from amr.predict import run_inference
 
 KEYS = ("R1@0.5", "R1@0.7", "mAP")
 
@@ -49,7 +49,7 @@ def main() -> None:
         "untrained slot3": evaluate_predictions(untrained, gt),
         "duration prior": evaluate_predictions(duration_prior(train, test), gt),
     }
-    for system in params.systems:
+    for system in params.system_names():
         rows[f"trained {system}"] = read_json(metrics_file(system))
     print(f"{'development-testing':<22}" + "".join(f"{k:>9}" for k in KEYS))
     for name, m in rows.items():

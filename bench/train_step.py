@@ -2,7 +2,7 @@
 
 One step = forward + criterion + backward + gradient clipping + AdamW update, batch 32,
 300 frames, 32 text tokens, up to 5 target windows, the report's configuration (the ``paper``
-profile, so the Mamba scan uses its C kernel; building it, if not cached, happens in the untimed
+preset, so the Mamba scan uses its C kernel; building it, if not cached, happens in the untimed
 warm-up step). Each system runs in its own subprocess so that its peak resident memory is its
 own. The figure is the median step time: a shared machine's occasional stalls do not move it.
 Like training on CPU, the step uses the fused AdamW and keeps freed memory for reuse
@@ -63,7 +63,7 @@ def measure(system: str, steps: int, keep_memory: bool) -> dict:
     import torch
 
     from amr.model import build_criterion, build_model, slot_configs
-    from amr.train import build_optimizer
+    from amr.training.loop import build_optimizer
     from amr.training.cpu_memory import keep_freed_memory
 
     # as training does on CPU (train.cpu_keep_freed_memory)

@@ -28,11 +28,11 @@ def main() -> int:
     from torch.utils.data import DataLoader
 
     from amr.config import DataConfig
-    from amr.data import MomentDataset, collate_moments, pack_split
+    from amr.data import MomentDataset, collate_moments, eval_loader, pack_split
     from amr.data.demo import DemoSizes, make_demo_dataset
     from amr.model import build_criterion, build_model, slot_configs
-    from amr.predict import eval_loader, run_inference
-    from amr.train import weighted_total
+    from amr.predict import run_inference
+    from amr.training.loop import weighted_total
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -1,16 +1,26 @@
-"""Stage `evaluate`: official metrics of one system on development-testing (+ breakdowns)."""
+"""Stage `evaluate-<system>`: official metrics of one system on development-testing
+(+ breakdowns, per-seed spread and the system's parameter counts)."""
 import argparse
 
-from amr.evaluation import evaluate_system
-from amr.params import Params
+from amr.dag import stage_main
+from amr.evaluation import SystemRuns, system_runs
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--system", required=True)
-    args = ap.parse_args()
-    print(f"{args.system}: {evaluate_system(Params.load(), args.system)}", flush=True)
+    return ap
+
+
+def configure(params, args) -> SystemRuns:
+    return system_runs(params, args.system)
+
+
+def run(job: SystemRuns) -> None:
+    from amr.evaluation import evaluate_system
+
+    print(f"{job.name}: {evaluate_system(job)}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(parser(), configure, run)

@@ -1,26 +1,45 @@
-"""Stage `fuse`: slot 4 = score-level ensemble of the base system's seeds + saliency proposals."""
+"""Stage `fuse-<system>`: slot 4 = score-level ensemble of the base system's seeds + saliency
+proposals (report §3.6)."""
 import argparse
-import dataclasses
+from dataclasses import dataclass
 
-from amr.fuse import fuse_files
-from amr.params import Params
-from amr.pipeline import PREDICT_SPLITS, predictions
+from amr.config import SaliencyProposalsConfig
+from amr.dag import stage_main
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class Job:
+    system: str
+    base: str
+    seeds: tuple[int, ...]
+    proposals: SaliencyProposalsConfig | None  # None: decoder windows only
+    keep: int
+    clip_length: float
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--system", required=True)
-    args = ap.parse_args()
+    return ap
 
-    params = Params.load()
+
+def configure(params, args) -> Job:
     fusion = params.fusion(args.system)
-    proposals = dataclasses.replace(params.saliency_proposals, enabled=fusion.saliency_proposals)
+    return Job(args.system, fusion.base, tuple(params.fusion_members(args.system)),
+               params.saliency_proposals if fusion.saliency_proposals else None,
+               params.value("inference.max_windows"), params.value("data.clip_length"))
+
+
+def run(job: Job) -> None:
+    from amr.fuse import fuse_files
+    from amr.pipeline import PREDICT_SPLITS, predictions
+
     for split in PREDICT_SPLITS:
-        members = [predictions(fusion.base, split, seed) for seed in params.fusion_members(args.system)]
-        fused = fuse_files(members, predictions(args.system, split), proposals,
-                           keep=params.inference.max_windows, clip_length=params.data.clip_length)
-        print(f"{args.system} {split}: fused {len(members)} member(s), {len(fused)} queries", flush=True)
+        members = [predictions(job.base, split, seed) for seed in job.seeds]
+        fused = fuse_files(members, predictions(job.system, split), job.proposals,
+                           keep=job.keep, clip_length=job.clip_length)
+        print(f"{job.system} {split}: fused {len(members)} member(s), {len(fused)} queries", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(parser(), configure, run)

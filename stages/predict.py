@@ -1,27 +1,49 @@
-"""Stage `predict`: a fine-tuned model on development-testing and on the blind evaluation list."""
+"""Stage `predict-<system>`: a fine-tuned model on development-testing and on the blind
+evaluation list."""
 import argparse
-import json
+from dataclasses import dataclass
 
-from amr.params import Params
-from amr.pipeline import PREDICT_SPLITS, ground_truth, packed, predictions, run_dir
-from amr.predict import predict_split
+from amr.config import InferenceConfig
+from amr.dag import stage_main
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class Job:
+    system: str
+    seed: int
+    inference: InferenceConfig
+    batch_size: int
+    device: str
+    threads: int
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--system", required=True)
     ap.add_argument("--seed", type=int, required=True)
-    args = ap.parse_args()
+    return ap
 
-    params = Params.load()
-    checkpoint = run_dir("finetune", args.system, args.seed) / "best.pt"
+
+def configure(params, args) -> Job:
+    # the model's own configuration comes from its checkpoint, not from params.yaml
+    return Job(args.system, args.seed, params.inference, params.value("train.eval_batch_size"),
+               params.value("train.device"), params.value("train.threads"))
+
+
+def run(job: Job) -> None:
+    import json
+
+    from amr.pipeline import PREDICT_SPLITS, ground_truth, packed, predictions, run_dir
+    from amr.predict import predict_split
+
+    checkpoint = run_dir("finetune", job.system, job.seed) / "best.pt"
     for split, packed_name in PREDICT_SPLITS.items():
         gt = ground_truth(packed_name) if split == "test" else None
-        summary = predict_split(checkpoint, packed(packed_name), predictions(args.system, split, args.seed),
-                                batch_size=params.train.eval_batch_size, device=params.train.device,
-                                inference_cfg=params.inference, gt_path=gt, threads=params.train.threads)
-        print(f"{args.system} seed {args.seed} {split}: {json.dumps(summary)}", flush=True)
+        summary = predict_split(checkpoint, packed(packed_name), predictions(job.system, split, job.seed),
+                                batch_size=job.batch_size, device=job.device,
+                                inference_cfg=job.inference, gt_path=gt, threads=job.threads)
+        print(f"{job.system} seed {job.seed} {split}: {json.dumps(summary)}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(parser(), configure, run)

@@ -1,33 +1,56 @@
-"""Stage `tables`: Table 1 (Markdown, CSV, LaTeX) and the per-length R1@0.7 data for plots."""
-import csv
+"""Stage `tables`: Table 1 (Markdown, CSV, LaTeX), the per-length R1@0.7 data and the training
+curves for `dvc plots`."""
+import argparse
+from dataclasses import dataclass
 
-from amr.evaluation import r1_by_length_rows, table1, training_curves
-from amr.params import Params
-from amr.pipeline import REPORTS_DIR
-from amr.tables import write_table
+from amr.dag import stage_main
+from amr.evaluation import SystemRuns, system_runs
 
 
-def main() -> None:
-    params = Params.load()
-    REPORTS_DIR.mkdir(exist_ok=True)
-    for path in write_table(table1(params), REPORTS_DIR / "table1"):
+@dataclass(frozen=True)
+class Job:
+    systems: tuple[SystemRuns, ...]  # Table-1 rows, in params.yaml order
+    caption: str
+
+
+def parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=__doc__)
+
+
+def configure(params, args) -> Job:
+    from amr.profiles import budget_label
+
+    caption = (f"Results on development-testing ({budget_label(params)} budget, "
+               f"{params.value('data.source')} data)")
+    return Job(tuple(system_runs(params, n) for n in params.system_names()), caption)
+
+
+def run(job: Job) -> None:
+    from amr.evaluation import r1_by_length_rows, table1, training_curves
+    from amr.pipeline import REPORTS_DIR
+    from amr.tables import write_table
+
+    for path in write_table(table1(list(job.systems), job.caption), REPORTS_DIR / "table1"):
         print(f"wrote {path}")
-    rows = r1_by_length_rows(params)
-    with open(REPORTS_DIR / "r1_by_length.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    curves_dir = REPORTS_DIR / "curves"
-    curves_dir.mkdir(exist_ok=True)
-    for system in params.trained_systems():
-        rows = training_curves(params, system)
-        columns = sorted({k for r in rows for k in r}, key=lambda k: (k != "epoch", k))
-        with open(curves_dir / f"{system}.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
+    write_csv(REPORTS_DIR / "r1_by_length.csv", r1_by_length_rows(list(job.systems)))
+    for runs in job.systems:
+        if not runs.fused:
+            rows = training_curves(runs.curve_run)
+            write_csv(REPORTS_DIR / "curves" / f"{runs.name}.csv", rows,
+                      sorted({k for r in rows for k in r}, key=lambda k: (k != "epoch", k)))
     print((REPORTS_DIR / "table1.md").read_text())
 
 
+def write_csv(path, rows: list[dict], columns: list[str] | None = None) -> None:
+    import csv
+
+    from amr.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns or list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 if __name__ == "__main__":
-    main()
+    stage_main(parser(), configure, run)

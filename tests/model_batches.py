@@ -6,6 +6,8 @@ can learn where the query's moments are.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from amr.config import SystemConfig
@@ -14,20 +16,22 @@ from amr.config import SystemConfig
 def small_config(**components: bool) -> SystemConfig:
     """A narrow SystemConfig (fast on CPU) with the given components switched on."""
     cfg = SystemConfig()
-    cfg.data.feature_dim = 24
-    cfg.data.text_dim = 20
-    b = cfg.backbone
-    b.hidden_dim, b.heads, b.ffn_dim = 32, 4, 64
-    cfg.cascade.heads, cfg.cascade.ffn_dim, cfg.cascade.max_crop = 4, 64, 64
-    for name, on in components.items():
-        getattr(cfg, name).enabled = on
-    return cfg
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, feature_dim=24, text_dim=20),
+        backbone=replace(cfg.backbone, hidden_dim=32, heads=4, ffn_dim=64),
+        cascade=replace(cfg.cascade, heads=4, ffn_dim=64, max_crop=64),
+    )
+    return with_switches(cfg, **components)
+
+
+def with_switches(cfg: SystemConfig, **components: bool) -> SystemConfig:
+    """``cfg`` with the named components switched on or off."""
+    return replace(cfg, **{name: replace(getattr(cfg, name), enabled=on) for name, on in components.items()})
 
 
 def no_dropout(cfg: SystemConfig) -> SystemConfig:
-    cfg.backbone.dropout = 0.0
-    cfg.backbone.input_dropout = 0.0
-    return cfg
+    return replace(cfg, backbone=replace(cfg.backbone, dropout=0.0, input_dropout=0.0))
 
 
 def make_batch(

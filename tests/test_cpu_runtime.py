@@ -5,7 +5,7 @@ import platform
 
 import torch
 
-from amr.train import build_optimizer
+from amr.training.loop import build_optimizer
 from amr.training.cpu_memory import keep_freed_memory
 
 

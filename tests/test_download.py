@@ -1,4 +1,5 @@
 """Download, verification and unpacking against a local HTTP server (loopback only)."""
+import dataclasses
 import hashlib
 import io
 import json
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 
 from amr.data.download import DownloadError, fetch_all, unpack_archive
-from amr.params import (DownloadSource, EvaluationFiles, FinetuneFiles, LocalSource, Params,
-                        PretrainFiles, RemoteFile, ZenodoRecord)
+from amr.config import (DownloadSource, EvaluationFiles, FinetuneFiles, LocalSource, PretrainFiles,
+                        RemoteFile, ZenodoRecord)
+from amr.params import Params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -419,7 +421,8 @@ def test_missing_layout_paths_are_listed(zenodo, tmp_path):
     body = tar_bytes(feature_members())
     zenodo.add(18358706, "clap.tar.gz", body)
     cfg = config(zenodo, [castella_record(body)])
-    cfg.layout.finetune.audio_dir = "dl/castella/features/clap"
+    finetune = dataclasses.replace(cfg.layout.finetune, audio_dir="dl/castella/features/clap")
+    cfg = dataclasses.replace(cfg, layout=dataclasses.replace(cfg.layout, finetune=finetune))
     with pytest.raises(DownloadError) as err:
         fetch_all(cfg, tmp_path)
     message = str(err.value)

@@ -11,9 +11,9 @@ from amr.fuse import (
     fuse_files,
     fuse_predictions,
     rescaled_saliency,
-    saliency_path,
     saliency_proposals,
 )
+from amr.prediction_files import saliency_path
 
 
 def logit(p):
@@ -67,7 +67,7 @@ def test_all_below_threshold_gives_no_proposals():
 def test_two_members_pooled_without_averaging_and_stable_on_ties():
     a = [record("x", [[0, 10, 0.9], [20, 30, 0.5]])]
     b = [record("x", [[2, 12, 0.8], [40, 50, 0.5], [5, 6, 0.95]])]
-    fused = fuse_predictions([a, b], None, SaliencyProposalsConfig(enabled=False), keep=10)
+    fused = fuse_predictions([a, b], None, None, keep=10)
     windows = fused[0]["pred_relevant_windows"]
     # every window is one of the inputs (no averaged spans), sorted by score, ties in pool order
     assert windows == [[5, 6, 0.95], [0, 10, 0.9], [2, 12, 0.8], [20, 30, 0.5], [40, 50, 0.5]]
@@ -77,7 +77,7 @@ def test_two_members_pooled_without_averaging_and_stable_on_ties():
 def test_keep_limits_and_saliency_proposals_merged_after_decoder_on_ties():
     a = [record("x", [[0, 10, 0.9], [20, 30, 0.4]])]
     sal = {"x": logits_for_rho([0.1] * 5 + [1.0, 1.0] + [0.1] * 3)}  # one run [5, 7), score 1.0
-    cfg = SaliencyProposalsConfig(enabled=True, threshold=0.5, top_k=10)
+    cfg = SaliencyProposalsConfig(threshold=0.5, top_k=10)
     fused = fuse_predictions([a], [sal], cfg, keep=2)
     assert fused[0]["pred_relevant_windows"] == [[5.0, 7.0, pytest.approx(1.0)], [0, 10, 0.9]]
 
@@ -90,23 +90,24 @@ def test_mismatched_members_and_missing_saliency_are_errors():
     a = [record("x", [[0, 1, 0.5]])]
     b = [record("y", [[0, 1, 0.5]])]
     with pytest.raises(FusionError, match="differ"):
-        fuse_predictions([a, b], None, SaliencyProposalsConfig(enabled=False))
+        fuse_predictions([a, b], None, None)
     with pytest.raises(FusionError, match="saliency"):
-        fuse_predictions([a], [{}], SaliencyProposalsConfig(enabled=True))
+        fuse_predictions([a], [{}], SaliencyProposalsConfig())
     with pytest.raises(FusionError, match="start, end, score"):
-        fuse_predictions([[record("x", [[0, 1]])]], None, SaliencyProposalsConfig(enabled=False))
+        fuse_predictions([[record("x", [[0, 1]])]], None, None)
 
 
-def test_files_roundtrip_and_cli(tmp_path):
+def main(argv):
     import argparse
 
     from amr.commands import fuse as fuse_command
 
-    def main(argv):
-        parser = argparse.ArgumentParser()
-        fuse_command.add_arguments(parser)
-        return fuse_command.run(parser.parse_args(argv))
+    parser = argparse.ArgumentParser()
+    fuse_command.add_arguments(parser)
+    return fuse_command.run(parser.parse_args(argv))
 
+
+def test_files_roundtrip_and_cli(tmp_path):
     p1, p2 = tmp_path / "m1.jsonl", tmp_path / "m2.jsonl"
     p1.write_text(json.dumps(record("q1", [[0, 4, 0.3]])) + "\n"
                   + json.dumps(record("q2", [[1, 2, 0.2]])) + "\n")
@@ -129,3 +130,21 @@ def test_files_roundtrip_and_cli(tmp_path):
 
     rc = main(["--member", str(tmp_path / "absent.jsonl"), "--out", str(out)])
     assert rc == 2
+
+
+@pytest.mark.parametrize("broken, content", [
+    ("m.jsonl", None), ("m.jsonl", b"[1, 2]\n"), ("m.saliency.npz", None),
+    ("m.saliency.npz", b"garbage"),
+])
+def test_cli_names_a_missing_or_bad_member_file(tmp_path, capsys, broken, content):
+    member = tmp_path / "m.jsonl"
+    member.write_text(json.dumps(record("q1", [[0, 4, 0.3]])) + "\n")
+    np.savez(saliency_path(member), q1=logits_for_rho([1.0, 0.2]))
+    path = tmp_path / broken
+    path.unlink()
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["--member", str(member), "--out", str(tmp_path / "f.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"amr fuse: {path}") and err.count("\n") == 1
+    assert not (tmp_path / "f.jsonl").exists()

@@ -194,7 +194,7 @@ def test_fused_path_follows_the_knob_and_only_for_large_cpu_scans():
     assert not scan_module.use_fused_scan(large, 16, compile_cpu_scan=False)
     assert not scan_module.use_fused_scan(small, 16, compile_cpu_scan=True)
     assert scan_module.use_fused_scan(large, 16, compile_cpu_scan=True) == scan_module.fused_scan_available()
-    demo = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", profile="demo")
+    demo = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", preset="demo")
     assert demo.system("slot3").mamba.compile_cpu_scan is False  # short demo runs stay eager
     assert MambaConfig().compile_cpu_scan is True  # the report's (paper) configuration
 

@@ -1,6 +1,7 @@
 """Behaviour of the detector: shapes, gradient routing, training-only parts, masks, padding."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -139,8 +140,7 @@ def test_cascade_loss_reaches_only_the_cascade():
 
 def test_cascade_memory_gradient_follows_detach_switch():
     cfg = slot_config("baseline")
-    cfg.cascade.enabled = True
-    cfg.cascade.detach_memory = False
+    cfg = dataclasses.replace(cfg, cascade=dataclasses.replace(cfg.cascade, enabled=True, detach_memory=False))
     model, criterion = built(cfg)
     with torch.no_grad():
         model.cascade.delta_head.weight.normal_(0, 0.1)

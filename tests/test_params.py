@@ -1,21 +1,29 @@
-"""params.yaml → typed configs, the dvc.yaml param declarations, Table 1/2 rendering."""
+"""params.yaml -> typed configs: one loader, one merge rule, no dead or doubled knobs; Table 2."""
 import copy
+import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
 import yaml
 
-from amr import ablations
-from amr.config import ConfigError
-from amr.params import COMPONENTS, Params
+import amr.config
+from amr import ablations, profiles
+from amr.config import COMPONENTS, ConfigError
+from amr.params import Params, read_params_file
 from amr.tables import Row, Table, to_csv, to_latex, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def params():
-    return Params.load(ROOT / "params.yaml")
+def raw():
+    return read_params_file(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def params(raw):
+    return Params(raw)
 
 
 def test_systems_are_cumulative(params):
@@ -27,16 +35,8 @@ def test_systems_are_cumulative(params):
     assert params.fused_systems() == ["slot4"]
 
 
-def load_profile(tmp_path, name):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["profile"] = name
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
-    return Params.load(path)
-
-
-def test_report_values_in_paper_profile(tmp_path):
-    p = load_profile(tmp_path, "paper")
+def test_report_values_in_paper_preset():
+    p = Params.load(ROOT / "params.yaml", preset="paper")
     s = p.system("slot3")
     assert (s.backbone.hidden_dim, s.backbone.heads, s.backbone.ffn_dim, s.backbone.num_queries) == (256, 8, 1024, 10)
     assert (s.loss.span_l1, s.loss.span_giou, s.loss.label, s.loss.saliency) == (10, 1, 4, 1)
@@ -46,81 +46,167 @@ def test_report_values_in_paper_profile(tmp_path):
     assert (s.boundary_contrast.k, s.boundary_contrast.tau, s.boundary_contrast.weight) == (3, 0.1, 0.2)
     assert (s.dn.copies, s.dn.sigma, s.dn.weight) == (5, 0.05, 1.0)
     assert (s.cascade.kappa, s.cascade.margin, s.cascade.heads, s.cascade.weight) == (0.05, 10, 4, 1.0)
-    assert (p.train.pretrain.epochs, p.train.pretrain.lr, p.train.finetune.epochs, p.train.finetune.lr) == (200, 1e-4, 200, 8e-5)
+    assert (p.schedule("pretrain").epochs, p.schedule("pretrain").lr) == (200, 1e-4)
+    assert (p.schedule("finetune").epochs, p.schedule("finetune").lr) == (200, 8e-5)
     assert (p.train.weight_decay, p.train.grad_clip, p.train.batch_size, p.train.seed) == (1e-4, 0.1, 32, 2023)
     assert p.ensemble.seeds == [2023, 42]
     assert (p.saliency_proposals.threshold, p.saliency_proposals.top_k) == (0.5, 10)
     assert (s.data.max_audio_frames, s.data.max_text_tokens, s.data.max_windows) == (300, 32, 5)
 
 
-def test_demo_profile_keeps_every_component(params, tmp_path):
-    assert params.profile == "demo"
-    paper = load_profile(tmp_path, "paper")
+def test_the_file_holds_the_demo_preset_and_both_presets_keep_every_component(params):
+    assert profiles.budget_label(params) == "demo"
+    paper = Params.load(ROOT / "params.yaml", preset="paper")
+    assert profiles.budget_label(paper) == "paper"
     for system in params.trained_systems():
         for c in COMPONENTS:
             assert getattr(params.system(system), c).enabled == getattr(paper.system(system), c).enabled
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    demo = raw["profiles"]["demo"]
-    assert "systems" not in demo, "the demo profile must not change which components a system uses"
+    assert not any(k.startswith("systems") for k in profiles.DEMO)
 
 
-def test_disabled_components_keep_defaults_and_overrides_are_scoped(params):
-    raw = copy.deepcopy(params.raw)
-    raw["cascade"]["kappa"] = 0.1
-    raw["systems"]["slot1"]["coarse"]["gamma"] = 0.5
-    p = Params(raw)
+def test_no_profile_is_merged_at_load_time(raw):
+    """What the file says is what runs: an edited key is the value (issue: ignored -S)."""
+    for key, value in [("train.batch_size", 8), ("model.hidden_dim", 32), ("train.finetune.epochs", 2),
+                       ("mamba.compile_cpu_scan", True)]:
+        edited = copy.deepcopy(raw)
+        node = edited
+        *parents, last = key.split(".")
+        for name in parents:
+            node = node[name]
+        node[last] = value
+        assert Params(edited).value(key) == value
+    for stale in ({"profile": "demo"}, {"profiles": {"demo": {}}}):
+        with pytest.raises(ConfigError, match="amr profile"):
+            Params({**raw, **stale})
+
+
+def test_a_system_value_wins_over_the_component_section_for_that_system_only(raw):
+    edited = copy.deepcopy(raw)
+    edited["cascade"]["kappa"] = 0.1
+    edited["coarse"]["gamma"] = 0.3
+    edited["systems"]["slot1"]["coarse"]["gamma"] = 0.5
+    p = Params(edited)
     assert p.system("slot3").cascade.kappa == 0.1
-    assert p.system("slot1").cascade.enabled is False and p.system("slot1").cascade.kappa == 0.05
-    assert p.system("slot1").coarse.gamma == 0.5
-    assert p.system("slot2").coarse.gamma == 0.25
+    assert p.system("slot1").cascade.enabled is False and p.system("slot1").cascade == amr.config.CascadeConfig()
+    assert p.system("slot1").coarse.gamma == 0.5  # systems.slot1.coarse.gamma wins for slot1
+    assert p.system("slot2").coarse.gamma == 0.3  # the section's value everywhere else
+    leaves = {}
+    Params(edited, on_leaf=lambda path, cls, name: leaves.setdefault(path, set()).add((cls, name)))
+    assert leaves["systems.slot1.coarse.gamma"] == {(amr.config.CoarseConfig, "gamma")}
 
 
-def test_bad_params_are_named(params):
-    raw = copy.deepcopy(params.raw)
-    raw["cascade"]["kapa"] = 0.1
-    with pytest.raises(ConfigError, match="unknown key"):
-        Params(raw).system("slot3")
-    raw = copy.deepcopy(params.raw)
-    raw["systems"]["slot1"]["cascde"] = {"enabled": True}
+def test_bad_params_are_named(raw):
+    def broken(change):
+        edited = copy.deepcopy(raw)
+        change(edited)
+        return edited
+
+    with pytest.raises(ConfigError, match=r"cascade.*unknown key\(s\) \['kapa'\]"):
+        Params(broken(lambda r: r["cascade"].update(kapa=0.1)))
     with pytest.raises(ConfigError, match="systems.slot1: unknown component"):
-        Params(raw).system("slot1")
-    raw = copy.deepcopy(params.raw)
-    raw["train"]["batch_size"] = "big"
+        Params(broken(lambda r: r["systems"]["slot1"].update(cascde={"enabled": True})))
     with pytest.raises(ConfigError, match="train.batch_size: expected an integer"):
-        Params(raw)
+        Params(broken(lambda r: r["train"].update(batch_size="big")))
+    with pytest.raises(ConfigError, match=r"train.pretrain.*unknown key\(s\) \['epoch'\]"):
+        Params(broken(lambda r: r["train"]["pretrain"].update(epoch=3)))
+    with pytest.raises(ConfigError, match="unknown top-level key"):
+        Params(broken(lambda r: r.update(casacde={"kappa": 0.1})))
+    # a knob under a component the system does not switch on would do nothing: refused
+    with pytest.raises(ConfigError, match=r"systems.slot1.mamba: sets \['depth'\] but mamba is not enabled"):
+        Params(broken(lambda r: r["systems"]["slot1"].update(mamba={"depth": 2})))
+    with pytest.raises(ConfigError, match="cascade.enabled: a component is switched on per system"):
+        Params(broken(lambda r: r["cascade"].update(enabled=True)))
+    with pytest.raises(ConfigError, match="fuse.base: 'slot9' is not a trained system"):
+        Params(broken(lambda r: r["systems"]["slot4"]["fuse"].update(base="slot9")))
+    with pytest.raises(ConfigError, match=r"submission.systems\[0\].run: 'slot9' is not a system"):
+        Params(broken(lambda r: r["submission"].update(systems=[{"run": "slot9"}]))).submission
 
 
-def test_seeds_follow_the_ensemble(params):
-    raw = copy.deepcopy(params.raw)
-    raw["ensemble"]["seeds"] = [1, 2, 3]
-    p = Params(raw)
+def test_seeds_follow_the_ensemble(raw):
+    edited = copy.deepcopy(raw)
+    edited["ensemble"]["seeds"] = [1, 2, 3]
+    p = Params(edited)
     assert p.seeds("slot3") == [1, 2, 3] and p.fusion_members("slot4") == [1, 2, 3]
     assert p.seeds("slot1") == [p.train.seed]
 
 
-# ------------------------------------------------------------------ dvc.yaml declarations
-def _stage_params(stage):
-    out = []
-    for p in stage.get("params", []):
-        out.extend(p if isinstance(p, list) else [p])
-    return out
+# ------------------------------------------------------------------ no dead or doubled knobs
+def _leaves(tree, prefix=""):
+    """Dotted paths of the leaves of a YAML tree (lists of mappings by index, other lists whole)."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    elif isinstance(tree, list) and tree and all(isinstance(v, dict) for v in tree):
+        for i, value in enumerate(tree):
+            yield from _leaves(value, f"{prefix[:-1]}[{i}].")
+    else:
+        yield prefix[:-1]
 
 
-@pytest.mark.parametrize("kind", ["pretrain", "finetune"])
-def test_training_stages_declare_exactly_their_components(params, kind):
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for system in params.trained_systems():
-        declared = set(_stage_params(stages[f"{kind}-{system}"]))
-        enabled = {c for c in COMPONENTS if getattr(params.system(system), c).enabled}
-        assert {c for c in COMPONENTS if c in declared} == enabled, system
-        assert f"systems.{system}" in declared and f"train.{kind}" in declared
-        assert not any(d.startswith("systems.") and d != f"systems.{system}" for d in declared)
+def test_every_leaf_of_params_yaml_is_read_by_exactly_one_config_field(raw):
+    read_by: dict[str, set] = {}
+    Params(raw, on_leaf=lambda path, cls, name: read_by.setdefault(path, set()).add((cls, name)))
+    leaves = set(_leaves(raw))
+    assert leaves - set(read_by) == set(), "leaves no config field reads"
+    assert set(read_by) - leaves == set()
+    doubled = {path: fields for path, fields in read_by.items() if len(fields) != 1}
+    assert doubled == {}
 
 
-def test_no_stage_outside_slot3_and_slot4_reads_the_cascade(params):
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    readers = {name for name, st in stages.items() if "cascade" in _stage_params(st)}
-    assert readers == {"pretrain-slot3", "finetune-slot3"}
+def test_every_leaf_of_params_yaml_is_used_by_a_pipeline_stage(params, raw):
+    from amr import dag
+
+    declared = set()
+    for spec in dag.stage_specs(params):
+        declared.update(dag.stage_reads(params, spec))
+    unused = [leaf for leaf in _leaves(raw)
+              if not any(leaf == d or leaf.startswith(d + ".") or leaf.startswith(d + "[") for d in declared)]
+    assert unused == []
+
+
+def test_loaded_configs_cannot_be_overwritten():
+    classes = [c for _, c in inspect.getmembers(amr.config, inspect.isclass)
+               if dataclasses.is_dataclass(c) and c.__module__ == "amr.config"]
+    assert len(classes) > 20
+    assert [c.__name__ for c in classes if not c.__dataclass_params__.frozen] == []
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Params.load(ROOT / "params.yaml").train.batch_size = 8
+
+
+# ------------------------------------------------------------------ -S overrides reach the stage
+@pytest.mark.parametrize("override, read", [
+    ("train.batch_size=8", lambda job: job.train.batch_size),
+    ("model.hidden_dim=32", lambda job: job.system.backbone.hidden_dim),
+    ("train.finetune.epochs=2", lambda job: job.schedule.epochs),
+    ("mamba.compile_cpu_scan=true", lambda job: job.system.mamba.compile_cpu_scan),
+])
+def test_a_dvc_set_param_reaches_the_training_job(tmp_path, override, read):
+    """`dvc exp run -S KEY=VALUE` on a key the demo preset sets changes what training gets."""
+    import argparse
+
+    from amr import dag
+    from projectkit import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_bytes((ROOT / "params.yaml").read_bytes())
+    apply_overrides(path, [override])
+    train = dag.load_script("train")
+    args = argparse.Namespace(system="slot3", stage="finetune", seed=2023)
+    before = read(train.configure(Params.load(ROOT / "params.yaml"), args))
+    after = read(train.configure(Params.load(path), args))
+    expected = yaml.safe_load(override.split("=", 1)[1])
+    assert after == expected and before != expected
+
+
+def test_values_written_by_dvc_set_param_read_back_as_dvc_reads_them(tmp_path):
+    """DVC writes `-S train.finetune.lr=8e-5` as `8e-05`: a float for DVC (YAML 1.2), so for us."""
+    from projectkit import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_bytes((ROOT / "params.yaml").read_bytes())
+    apply_overrides(path, ["train.finetune.lr=8e-5"])
+    assert "8e-05" in path.read_text()
+    assert Params.load(path).schedule("finetune").lr == 8e-5
 
 
 # ------------------------------------------------------------------ Table 2 grid
@@ -143,11 +229,11 @@ def _apply(raw, override):
 
 
 @pytest.mark.parametrize("variant", [v for v in ablations.GRID if v.same_as is None], ids=lambda v: v.name)
-def test_every_queued_row_yields_a_valid_config(params, variant):
-    raw = copy.deepcopy(params.raw)
+def test_every_queued_row_yields_a_valid_config(raw, params, variant):
+    edited = copy.deepcopy(raw)
     for o in variant.overrides:
-        _apply(raw, o)
-    p = Params(raw)
+        _apply(edited, o)
+    p = Params(edited)
     if variant.system in p.fused_systems():
         p.fusion(variant.system)
     else:
@@ -198,12 +284,10 @@ def test_table_marks_best_per_column_and_spread():
     assert ",b,2.00,4.00," in csv_text
 
 
-def test_reused_rows_are_really_identical(params):
+def test_reused_rows_are_really_identical(raw, params):
     """γc=0 without rerank is slot 1 with both components off: the baseline system."""
-    import dataclasses
-
-    raw = copy.deepcopy(params.raw)
-    _apply(raw, "systems.slot1.coarse.enabled=false")
-    _apply(raw, "systems.slot1.rerank.enabled=false")
-    stripped = dataclasses.replace(Params(raw).system("slot1"), name="baseline")
+    edited = copy.deepcopy(raw)
+    _apply(edited, "systems.slot1.coarse.enabled=false")
+    _apply(edited, "systems.slot1.rerank.enabled=false")
+    stripped = dataclasses.replace(Params(edited).system("slot1"), name="baseline")
     assert stripped == params.system("baseline")

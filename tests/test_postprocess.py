@@ -1,13 +1,15 @@
 """Post-processing of detector outputs into prediction records (SPEC §4)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from amr.config import InferenceConfig
 from amr.model.postprocess import predict_windows
-from model_batches import small_config
+from model_batches import small_config, with_switches
 
 
 def logits_for(p_fg: list[float]) -> torch.Tensor:
@@ -75,10 +77,10 @@ def test_rerank_blend_and_refined_spans():
                            rerank_scores=torch.tensor([[0.0, 1.0]]), refined_spans=refined)
     windows = predict_windows(out, batch, cfg)[0][0]["pred_relevant_windows"]
     assert [w[:2] for w in windows] == [[20.0, 40.0], [60.0, 80.0]]  # refined spans, α = 1
-    cfg.rerank.alpha = 0.5
+    cfg = dataclasses.replace(cfg, rerank=dataclasses.replace(cfg.rerank, alpha=0.5))
     windows = predict_windows(out, batch, cfg)[0][0]["pred_relevant_windows"]
     assert [w[2] for w in windows] == pytest.approx([0.8, 0.4])  # 0.5·0.6 + 0.5·1 first
     assert windows[0][:2] == [60.0, 80.0]
-    cfg.cascade.enabled = False
+    cfg = with_switches(cfg, cascade=False)
     windows = predict_windows(out, batch, cfg)[0][0]["pred_relevant_windows"]
     assert windows[0][:2] == [30.0, 70.0]

@@ -1,6 +1,7 @@
 """The submission packager: layout, copied fields, rounding, meta values, report PDF, errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import zipfile
@@ -15,8 +16,8 @@ from amr.config import (
     AuthorConfig,
     SubmissionConfig,
     SubmittedSystemConfig,
-    load_submission_config,
 )
+from amr.params import load_submission
 from amr.submission import SubmissionError, SystemInputs, build_submission, validate_submission
 from amr.submission.package import round_window
 from amr.submission.report_pdf import render_report
@@ -40,9 +41,7 @@ def make_team(**overrides) -> SubmissionConfig:
         systems=[SubmittedSystemConfig("slot1", "M2D base + coarse + rerank", "M2Dbase"),
                  SubmittedSystemConfig("slot3", "+ cascade refinement", "M2DCascade")],
     )
-    for key, value in overrides.items():
-        setattr(team, key, value)
-    return team
+    return dataclasses.replace(team, **overrides)
 
 
 def write_run(folder: Path, run: str, windows_for=None, records=None,
@@ -228,9 +227,9 @@ def test_bad_window_values_are_errors(tmp_path):
 def test_team_and_run_file_errors(tmp_path):
     runs = [write_run(tmp_path, "slot1"), write_run(tmp_path, "slot3")]
     team = make_team()
-    team.authors[0].corresponding = False
-    team.systems[1].abbreviation = "ElevenChars"
-    team.title = ""
+    team = make_team(
+        title="", authors=[dataclasses.replace(team.authors[0], corresponding=False), team.authors[1]],
+        systems=[team.systems[0], dataclasses.replace(team.systems[1], abbreviation="ElevenChars")])
     with pytest.raises(SubmissionError) as err:
         build_submission(runs, team, EVAL_LIST, tmp_path / "out")
     message = str(err.value)
@@ -239,10 +238,10 @@ def test_team_and_run_file_errors(tmp_path):
     assert "submission.title is empty" in message
 
     team = make_team()
-    team.authors[0].lastname = "van Dijk"
+    team = make_team(authors=[dataclasses.replace(team.authors[0], lastname="van Dijk"), team.authors[1]])
     with pytest.raises(SubmissionError, match="file_lastname"):
         build_submission(runs, team, EVAL_LIST, tmp_path / "out")
-    team.file_lastname = "vanDijk"
+    team = dataclasses.replace(team, file_lastname="vanDijk")
     assert build_submission(runs, team, EVAL_LIST, tmp_path / "out").name == \
         "vanDijk_KAIST_task6.zip"
 
@@ -280,7 +279,7 @@ submission:
 
 def test_params_block_loads_into_config(tmp_path):
     (tmp_path / "params.yaml").write_text(PARAMS)
-    team = load_submission_config(tmp_path / "params.yaml")
+    team = load_submission(tmp_path / "params.yaml")
     assert team.authors[0].affiliation.abbreviation == "KAIST"
     assert team.systems[0].audio_models == ["M2D-CLAP"]
     assert [s.run for s in team.systems] == ["slot1", "slot3"]

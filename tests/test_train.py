@@ -1,6 +1,8 @@
-"""amr train: outputs, determinism, resume after a hard kill, the resume guard, DDP on gloo."""
+"""amr train: outputs, determinism, resume after a hard kill, the resume guard (configuration and
+code), DDP on gloo, and the training stage of the pipeline with `-S` overrides."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,32 +11,36 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainkit import make_packed_splits, tiny_system, tiny_train
+from projectkit import apply_overrides, copy_project, project_env, run_stage
+from trainkit import make_packed_splits, schedule, tiny_system, tiny_train
 
 TESTS_DIR = Path(__file__).parent
 REPO = TESTS_DIR.parent
 
 # Runs one stage in a fresh interpreter (like a real `amr train`), so that a crash can be an
-# abrupt os._exit and the resumed run starts from nothing but the files on disk.
+# abrupt os._exit / SIGKILL and the resumed run starts from nothing but the files on disk.
 TRAIN_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})
-from trainkit import tiny_system, tiny_train
+from trainkit import schedule, tiny_system, tiny_train
 from amr.train import train_stage
 torch.set_num_threads(1)
-train_stage(tiny_system(), tiny_train({epochs}), "pretrain", {train!r}, {val!r}, {out!r},
-            seed=7, progress="plain")
+train_stage(tiny_system(), tiny_train(), schedule({epochs}), "pretrain", {train!r}, {val!r}, {out!r},
+            seed=7, progress="plain", restart_on_mismatch={restart_on_mismatch})
 """
 
 
-def run_training(splits, out, epochs=2, crash_after=None):
-    env = {k: v for k, v in os.environ.items() if k != "AMR_CRASH_AFTER_EPOCH"}
-    env["DVC_NO_ANALYTICS"] = "1"
+def run_training(splits, out, epochs=2, crash_after=None, kill_at=None, code_root=REPO,
+                 restart_on_mismatch=False):
+    env = project_env(code_root)
     if crash_after is not None:
         env["AMR_CRASH_AFTER_EPOCH"] = str(crash_after)
+    if kill_at is not None:
+        env["AMR_KILL_AT_STEP"] = kill_at
     script = TRAIN_SCRIPT.format(tests=str(TESTS_DIR), epochs=epochs, out=str(out),
-                                 train=str(splits["clotho_train"]), val=str(splits["clotho_val"]))
-    return subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                                 train=str(splits["clotho_train"]), val=str(splits["clotho_val"]),
+                                 restart_on_mismatch=restart_on_mismatch)
+    return subprocess.run([sys.executable, "-c", script], cwd=code_root, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -71,10 +77,19 @@ def test_outputs_of_a_stage(straight_run):
     assert info["trainable_parameters"] > 0 and info["frozen_parameters"] == 0
     assert info["ensemble"] is False and info["members"] == 1
     assert info["loss_function"] and all(isinstance(t, str) for t in info["loss_function"])
+    # what produced the weights: the code digest, the configuration, the software
+    from amr.codegraph import code_digest
+    from amr.training.identity import TRAINING_ENTRY
+
+    assert info["code_digest"] == code_digest([TRAINING_ENTRY]) and len(info["code_digest"]) == 64
+    assert info["config"]["system"]["backbone"]["hidden_dim"] == 16
+    assert info["config"]["train"]["batch_size"] == 8 and info["config"]["schedule"]["epochs"] == 2
+    assert info["software"]["torch"] == torch.__version__
 
     last = torch.load(out / "last.pt", weights_only=False)
     best = torch.load(out / "best.pt", weights_only=False)
     assert last["epoch"] == 2 and {"optimizer", "rng", "best", "config_hash"} <= set(last)
+    assert last["identity"]["code"] == info["code_digest"]
     assert best["system_config"]["name"] == tiny_system().name
     assert best["epoch"] == metrics["best_epoch"]
 
@@ -83,6 +98,14 @@ def test_outputs_of_a_stage(straight_run):
     tsv = (live / "plots" / "metrics" / "val" / "R1@0.7.tsv").read_text().splitlines()
     assert len(tsv) == 3  # header + one row per epoch
     assert not list(out.glob(".*.tmp"))  # no temporary checkpoint left behind
+
+
+def _assert_same_run(out, straight):
+    assert checkpoint_digest(out / "last.pt") == checkpoint_digest(straight / "last.pt")
+    assert checkpoint_digest(out / "best.pt") == checkpoint_digest(straight / "best.pt")
+    a = json.loads((out / "metrics.json").read_text())
+    b = json.loads((straight / "metrics.json").read_text())
+    assert a["best"] == b["best"] and a["best_epoch"] == b["best_epoch"]
 
 
 def test_killed_run_resumes_to_identical_weights(splits, straight_run, tmp_path):
@@ -95,57 +118,109 @@ def test_killed_run_resumes_to_identical_weights(splits, straight_run, tmp_path)
     resumed = run_training(splits, out, epochs=2)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
-    assert checkpoint_digest(out / "last.pt") == checkpoint_digest(straight / "last.pt")
-    assert checkpoint_digest(out / "best.pt") == checkpoint_digest(straight / "best.pt")
-    a = json.loads((out / "metrics.json").read_text())
-    b = json.loads((straight / "metrics.json").read_text())
-    assert a["best"] == b["best"] and a["best_epoch"] == b["best_epoch"]
+    _assert_same_run(out, straight)
     # the epoch logged before the crash appears once in the dvclive history
     tsv = (out / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert [row.split("\t")[0] for row in tsv[1:]] == ["0", "1"]
 
 
-def test_changed_config_is_refused_and_restart_starts_over(splits, straight_run, tmp_path):
-    import shutil
+def test_kill_9_in_the_middle_of_an_epoch_resumes_to_identical_weights(splits, straight_run, tmp_path):
+    straight, _ = straight_run
+    out = tmp_path / "run"
+    killed = run_training(splits, out, epochs=2, kill_at="2:2")  # SIGKILL after step 2 of epoch 2
+    assert killed.returncode == -9, killed.stderr
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+    resumed = run_training(splits, out, epochs=2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout and "at epoch 2/2" in resumed.stdout
+    _assert_same_run(out, straight)
 
+
+def test_more_epochs_extend_a_finished_run(splits, straight_run, tmp_path):
+    straight, _ = straight_run
+    out = tmp_path / "run"
+    assert run_training(splits, out, epochs=1).returncode == 0
+    again = run_training(splits, out, epochs=1)
+    assert "already trained for 1 epochs" in again.stdout
+    extended = run_training(splits, out, epochs=2)
+    assert extended.returncode == 0 and "resuming" in extended.stdout
+    _assert_same_run(out, straight)
+
+
+def test_changed_config_is_refused_and_restart_starts_over(splits, straight_run, tmp_path):
     from amr.train import TrainError, train_stage
 
     out = tmp_path / "run"
     shutil.copytree(straight_run[0], out)
-    train_cfg = tiny_train(2)
-    train_cfg.pretrain.lr = 5e-4
     with pytest.raises(TrainError) as err:
-        train_stage(tiny_system(), train_cfg, "pretrain", splits["clotho_train"],
+        train_stage(tiny_system(), tiny_train(), schedule(2, lr=5e-4), "pretrain", splits["clotho_train"],
                     splits["clotho_val"], out, seed=7, progress="none")
     message = str(err.value)
     assert "last.pt" in message and "lr: 0.0001 -> 0.0005" in message and "--restart" in message
 
-    summary = train_stage(tiny_system(), tiny_train(1), "pretrain", splits["clotho_train"],
+    summary = train_stage(tiny_system(), tiny_train(), schedule(1), "pretrain", splits["clotho_train"],
                           splits["clotho_val"], out, seed=7, restart=True, progress="none")
     assert summary["epochs_done"] == 1
     assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
 
 
+# ------------------------------------------------------------------ code provenance
+def _patch(root: Path, rel: str, old: str, new: str) -> None:
+    path = root / rel
+    text = path.read_text()
+    assert text.count(old) == 1, f"{rel}: {old!r} not found once"
+    path.write_text(text.replace(old, new))
+
+
+def test_a_code_change_restarts_the_run_and_a_comment_does_not(splits, straight_run, tmp_path):
+    """The identity of a run includes the digest of the code it executes: a semantic change in
+    amr/model (ReLU -> GELU in the FFN) trains from scratch; a comment edit resumes."""
+    code = copy_project(tmp_path / "code")
+    out = tmp_path / "run"
+    shutil.copytree(straight_run[0], out)
+    straight_digest = checkpoint_digest(out / "best.pt")
+
+    _patch(code, "amr/model/transformer.py", "import torch\n", "import torch  # a comment only\n")
+    same = run_training(splits, out, epochs=2, code_root=code)
+    assert same.returncode == 0, same.stderr
+    assert "already trained for 2 epochs" in same.stdout
+    assert checkpoint_digest(out / "best.pt") == straight_digest
+
+    _patch(code, "amr/model/transformer.py", "self.dropout(F.relu(self.linear1(x)))",
+           "self.dropout(F.gelu(self.linear1(x)))")
+    refused = run_training(splits, out, epochs=2, code_root=code)
+    assert refused.returncode != 0 and "code:" in refused.stderr and "--restart" in refused.stderr
+    restarted = run_training(splits, out, epochs=2, code_root=code, restart_on_mismatch=True)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "starting over" in restarted.stdout and "code:" in restarted.stdout
+    assert len([ln for ln in restarted.stdout.splitlines() if ln.startswith("pretrain epoch")]) == 2
+    assert checkpoint_digest(out / "best.pt") != straight_digest
+    info = json.loads((out / "system_info.json").read_text())
+    assert info["code_digest"] != json.loads((straight_run[0] / "system_info.json").read_text())["code_digest"]
+
+
 def test_finetune_starts_from_pretrained_weights(splits, straight_run, tmp_path):
+    import dataclasses
+
     from amr.train import TrainError, train_stage
 
     init = straight_run[0] / "best.pt"
-    train_cfg = tiny_train(0)  # zero epochs is refused: nothing would be selected
-    with pytest.raises(TrainError, match="no epoch"):
-        train_stage(tiny_system(), train_cfg, "finetune", splits["castella_val"],
+    with pytest.raises(TrainError, match="no epoch"):  # zero epochs: nothing would be selected
+        train_stage(tiny_system(), tiny_train(), schedule(0), "finetune", splits["castella_val"],
                     splits["castella_val"], tmp_path / "zero", init_from=init, progress="none")
 
-    summary = train_stage(tiny_system(), tiny_train(1), "finetune", splits["castella_val"],
+    summary = train_stage(tiny_system(), tiny_train(), schedule(1), "finetune", splits["castella_val"],
                           splits["castella_val"], tmp_path / "ft", init_from=init, seed=7,
                           progress="none")
     assert summary["stage"] == "finetune" and summary["epochs_done"] == 1
     ckpt = torch.load(tmp_path / "ft" / "last.pt", weights_only=False)
     assert ckpt["identity"]["init_from"]["file"] == "best.pt"
+    assert ckpt["identity"]["init_from"]["weights_sha256"] == checkpoint_digest(init)
 
     wider = tiny_system()
-    wider.backbone.hidden_dim = 24
+    wider = dataclasses.replace(wider, backbone=dataclasses.replace(wider.backbone, hidden_dim=24))
     with pytest.raises(TrainError, match="do not fit"):
-        train_stage(wider, tiny_train(1), "finetune", splits["castella_val"],
+        train_stage(wider, tiny_train(), schedule(1), "finetune", splits["castella_val"],
                     splits["castella_val"], tmp_path / "bad", init_from=init, progress="none")
 
 
@@ -162,7 +237,7 @@ def _ddp_worker(rank, world_size, port, splits, out, results):
     from amr.train import train_stage
 
     torch.set_num_threads(1)
-    summary = train_stage(tiny_system(), tiny_train(1), "pretrain", splits["clotho_train"],
+    summary = train_stage(tiny_system(), tiny_train(), schedule(1), "pretrain", splits["clotho_train"],
                           splits["clotho_val"], out, seed=7, progress="none")
     Path(results, f"rank{rank}.json").write_text(json.dumps(summary))
 
@@ -203,7 +278,6 @@ def test_cli_trains_from_a_params_file(splits, tmp_path, capsys):
 
     params = tmp_path / "params.yaml"
     params.write_text(
-        "profile: paper\nprofiles: {paper: {}}\n"
         "model: {hidden_dim: 16, heads: 2, ffn_dim: 32, num_queries: 4}\n"
         "train: {pretrain: {epochs: 3}, batch_size: 8, threads: 1, device: cpu}\n"
         "systems: {baseline: {}}\n"
@@ -219,4 +293,34 @@ def test_cli_trains_from_a_params_file(splits, tmp_path, capsys):
     assert final["best_epoch"] == 1 and "R1@0.7" in final
     ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
     assert ckpt["system_config"]["backbone"]["hidden_dim"] == 16
-    assert ckpt["train_config"]["pretrain"]["epochs"] == 1  # --epochs overrides the file
+    assert ckpt["schedule"]["epochs"] == 1  # --epochs wins over the file
+    assert ckpt["schedule"]["lr"] == 1e-4  # the report's pre-training lr, not given in the file
+
+
+# ------------------------------------------------------------------ the pipeline's training stage
+def test_training_stage_records_what_dvc_set(splits, tmp_path):
+    """`dvc exp run -S` on keys the demo preset sets reaches the stage's run and its records."""
+    root = copy_project(tmp_path / "project")
+    features = root / "data" / "features"
+    features.mkdir(parents=True)
+    for packed, split in [("pretrain_train", "clotho_train"), ("pretrain_val", "clotho_val"),
+                          ("finetune_train", "castella_val"), ("finetune_val", "castella_val")]:
+        shutil.copy(splits[split], features / f"{packed}.h5")
+    apply_overrides(root / "params.yaml", [
+        "train.batch_size=8", "model.hidden_dim=16", "model.heads=2", "model.ffn_dim=32",
+        "cascade.ffn_dim=16", "cascade.heads=2", "train.pretrain.epochs=1",
+        "train.finetune.epochs=1", "mamba.compile_cpu_scan=true", "train.threads=1",
+    ])
+    pre = run_stage(root, "train", "--system", "slot3", "--stage", "pretrain")
+    assert pre.returncode == 0, pre.stderr
+    fine = run_stage(root, "train", "--system", "slot3", "--stage", "finetune", "--seed", "42")
+    assert fine.returncode == 0, fine.stderr
+    run = root / "runs" / "finetune" / "slot3" / "seed-42"
+    info = json.loads((run / "system_info.json").read_text())
+    assert info["config"]["train"]["batch_size"] == 8
+    assert info["config"]["system"]["backbone"]["hidden_dim"] == 16
+    assert info["config"]["schedule"] == {"epochs": 1, "lr": 0.0004}
+    assert info["config"]["system"]["mamba"]["compile_cpu_scan"] is True
+    assert info["config"]["seed"] == 42
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert best["train_config"]["batch_size"] == 8 and best["schedule"]["epochs"] == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from amr.config import DataConfig, SystemConfig, TrainConfig
+from amr.config import DataConfig, ScheduleConfig, SystemConfig, TrainConfig
 
 TINY_SIZES = dict(
     clotho_train_queries=24, clotho_val_queries=8, castella_train_queries=8,
@@ -41,17 +41,19 @@ def tiny_system(name: str = "slot3") -> SystemConfig:
     from amr.model import slot_configs
 
     cfg = slot_configs()[name]
-    cfg.backbone = dataclasses.replace(
-        cfg.backbone, hidden_dim=16, heads=2, ffn_dim=32, num_queries=4, input_dropout=0.1
+    return dataclasses.replace(
+        cfg,
+        backbone=dataclasses.replace(cfg.backbone, hidden_dim=16, heads=2, ffn_dim=32, num_queries=4,
+                                     input_dropout=0.1),
+        cascade=dataclasses.replace(cfg.cascade, heads=2, ffn_dim=16, max_crop=401),
+        mamba=dataclasses.replace(cfg.mamba, d_state=4, expand=1),
+        dn=dataclasses.replace(cfg.dn, copies=2),
     )
-    cfg.cascade = dataclasses.replace(cfg.cascade, heads=2, ffn_dim=16, max_crop=401)
-    cfg.mamba = dataclasses.replace(cfg.mamba, d_state=4, expand=1)
-    cfg.dn = dataclasses.replace(cfg.dn, copies=2)
-    return cfg
 
 
-def tiny_train(epochs: int = 2) -> TrainConfig:
-    cfg = TrainConfig(batch_size=8, threads=1, device="cpu", eval_batch_size=16)
-    cfg.pretrain.epochs = epochs
-    cfg.finetune.epochs = epochs
-    return cfg
+def tiny_train() -> TrainConfig:
+    return TrainConfig(batch_size=8, threads=1, device="cpu", eval_batch_size=16)
+
+
+def schedule(epochs: int = 2, lr: float = 1e-4) -> ScheduleConfig:
+    return ScheduleConfig(epochs, lr)

@@ -5,7 +5,7 @@ import json
 import sys
 
 HELP = ("Print trainable and total parameter counts per trained system of params.yaml "
-        "(default: its paper profile, the report's widths).")
+        "(default: with the paper preset's widths, the report's).")
 
 # counted on the authors' implementation of the report (report widths)
 REFERENCE_COUNTS = {"baseline": 7_123_237, "slot1": 7_254_821, "slot2": 6_682_915, "slot3": 7_312_933}
@@ -13,7 +13,8 @@ REFERENCE_COUNTS = {"baseline": 7_123_237, "slot1": 7_254_821, "slot2": 6_682_91
 
 def add_arguments(parser) -> None:
     parser.add_argument("--profile", default="paper", metavar="NAME",
-                        help="params.yaml profile to build the systems with (default: %(default)s)")
+                        help="budget preset to build the systems with: paper, demo, a preset file, "
+                             "or 'params' for params.yaml's own values (default: %(default)s)")
     parser.add_argument("--params", default="params.yaml", metavar="params.yaml",
                         help="params file (default: %(default)s)")
     parser.add_argument("--json", action="store_true",
@@ -23,7 +24,7 @@ def add_arguments(parser) -> None:
 def system_configs(params_path: str, profile: str) -> dict:
     from amr.params import Params
 
-    params = Params.load(params_path, profile)
+    params = Params.load(params_path, None if profile == "params" else profile)
     return {name: params.system(name) for name in params.trained_systems()}
 
 

@@ -35,23 +35,23 @@ def run(args) -> int:
 
     from amr.config import SaliencyProposalsConfig
     from amr.fuse import FusionError, fuse_files
+    from amr.prediction_files import PredictionFileError
 
-    cfg = SaliencyProposalsConfig()
-    cfg.enabled = not args.no_saliency
-    if args.threshold is not None:
-        cfg.threshold = args.threshold
-    if args.top_k is not None:
-        cfg.top_k = args.top_k
+    defaults = SaliencyProposalsConfig()
+    proposals = None if args.no_saliency else SaliencyProposalsConfig(
+        threshold=defaults.threshold if args.threshold is None else args.threshold,
+        top_k=defaults.top_k if args.top_k is None else args.top_k,
+    )
     if args.keep < 1:
         print("amr fuse: --keep must be at least 1 (every query needs a window)", file=sys.stderr)
         return 2
     try:
-        fused = fuse_files(args.member, args.out, cfg, keep=args.keep, clip_length=args.clip_length)
-    except FusionError as exc:
+        fused = fuse_files(args.member, args.out, proposals, keep=args.keep, clip_length=args.clip_length)
+    except (FusionError, PredictionFileError) as exc:
         print(f"amr fuse: {exc}", file=sys.stderr)
         return 2
     print(
         f"fused {len(args.member)} member(s), {len(fused)} queries, saliency proposals "
-        f"{'on' if cfg.enabled else 'off'} -> {args.out}"
+        f"{'on' if proposals else 'off'} -> {args.out}"
     )
     return 0

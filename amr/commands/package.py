@@ -73,11 +73,12 @@ def read_manifest(path: str | Path):
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from amr.config import ConfigError, load_submission_config
+    from amr.config import ConfigError
+    from amr.params import load_submission
     from amr.submission import SubmissionError, build_submission, validate_submission
 
     try:
-        team = load_submission_config(args.params)
+        team = load_submission(args.params)
         systems = [parse_system_arg(s) for s in args.system]
         if args.manifest:
             systems += read_manifest(args.manifest)

@@ -38,14 +38,17 @@ def add_arguments(parser) -> None:
 
 
 def build_configs(args):
-    """(SystemConfig, TrainConfig) from --params (or the system defaults) plus overrides."""
+    """(SystemConfig, TrainConfig, ScheduleConfig) from --params (or the report's defaults);
+    the command's flags win over the file."""
+    import dataclasses
+
     import amr.config as config
 
     if args.params:
         from amr.params import Params
 
-        params = Params.load(args.params)  # applies the selected profile
-        system_cfg, train_cfg = params.system(args.system), params.train
+        params = Params.load(args.params)
+        system_cfg, train_cfg, schedule = params.system(args.system), params.train, params.schedule(args.stage)
     else:
         from amr.model import slot_configs
 
@@ -54,19 +57,12 @@ def build_configs(args):
             raise config.ConfigError(
                 f"--system: unknown system {args.system!r}; known: {sorted(systems)}"
             )
-        system_cfg, train_cfg = systems[args.system], config.TrainConfig()
-    stage_cfg = getattr(train_cfg, args.stage)
-    if args.epochs is not None:
-        stage_cfg.epochs = args.epochs
-    if args.lr is not None:
-        stage_cfg.lr = args.lr
-    if args.batch_size is not None:
-        train_cfg.batch_size = args.batch_size
-    if args.threads is not None:
-        train_cfg.threads = args.threads
-    if args.device is not None:
-        train_cfg.device = args.device
-    return system_cfg, train_cfg
+        system_cfg, train_cfg, schedule = systems[args.system], config.TrainConfig(), config.SCHEDULES[args.stage]
+    flags = {"epochs": args.epochs, "lr": args.lr}
+    schedule = dataclasses.replace(schedule, **{k: v for k, v in flags.items() if v is not None})
+    flags = {"batch_size": args.batch_size, "threads": args.threads, "device": args.device}
+    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in flags.items() if v is not None})
+    return system_cfg, train_cfg, schedule
 
 
 def run(args) -> int:
@@ -79,9 +75,9 @@ def run(args) -> int:
     from amr.training.checkpoint import CheckpointError
 
     try:
-        system_cfg, train_cfg = build_configs(args)
+        system_cfg, train_cfg, schedule = build_configs(args)
         summary = train_stage(
-            system_cfg, train_cfg, args.stage, args.train, args.val, args.out,
+            system_cfg, train_cfg, schedule, args.stage, args.train, args.val, args.out,
             init_from=args.init, seed=args.seed, restart=args.restart, workers=args.workers,
             in_memory=args.in_memory, progress=args.progress,
         )

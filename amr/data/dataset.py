@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from amr.config import DataConfig
 from amr.data.annotations import DataError
@@ -208,3 +208,16 @@ def collate_moments(items: list[dict]) -> dict:
         "query": [it["query"] for it in items],
         "duration": torch.tensor([it["duration"] for it in items], dtype=torch.float32),
     }
+
+
+def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
+    """Batches of ``dataset`` in file order, for scoring (validation and `amr predict`)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_moments,
+        # a private generator so that building this loader never draws from the global RNG
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -59,56 +59,13 @@ from pathlib import Path
 
 import numpy as np
 
+from amr.config import DemoSizes
+
 FEATURE_DIM = 768  # audio frame width (M2D-CLAP)
 TEXT_DIM = 768  # text token-state width (BERT)
 BOGUS_WINDOW_END = 4800  # the real release holds [299, 4800]
 MANIFEST_NAME = "manifest.json"
 DATASET_DIRS = ("clotho_moment", "castella", "evaluation")
-
-
-@dataclass(frozen=True)
-class DemoSizes:
-    """How much demo data to write; defaults keep ten short CPU training runs feasible."""
-
-    clotho_train_queries: int = 400
-    clotho_val_queries: int = 100
-    castella_train_queries: int = 300
-    castella_val_queries: int = 150
-    castella_test_queries: int = 200
-    evaluation_queries: int = 100
-    clotho_duration: int = 60
-    castella_min_duration: int = 60
-    castella_max_duration: int = 300
-    duration_skew: float = 2.5  # > 1 favours short recordings (mean ~129 s with the defaults)
-    max_queries_per_recording: int = 5
-    end_overruns_per_split: int = 4  # CASTELLA-like splits: a window end past the duration
-    frame_mismatches_per_split: int = 4  # CASTELLA-like splits and evaluation: T = duration ± 1
-    bogus_windows: int = 1  # CASTELLA-like train: an extra window [duration, 4800]
-    event_types: int = 0  # use the first N of EVENT_TYPES (0: all); fewer types learn faster
-
-    def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value < 0:
-                raise ValueError(f"DemoSizes.{f.name} must be >= 0, got {value}")
-        if self.clotho_duration < 20:
-            raise ValueError(
-                f"DemoSizes.clotho_duration must be >= 20 s, got {self.clotho_duration}"
-            )
-        if not 20 <= self.castella_min_duration <= self.castella_max_duration:
-            raise ValueError(
-                "DemoSizes: need 20 <= castella_min_duration <= castella_max_duration, got "
-                f"{self.castella_min_duration} and {self.castella_max_duration}"
-            )
-        if not 1 <= self.max_queries_per_recording <= 5:
-            raise ValueError(
-                "DemoSizes.max_queries_per_recording must be 1..5, got "
-                f"{self.max_queries_per_recording}"
-            )
-        if self.event_types and self.event_types < 12:
-            raise ValueError(f"DemoSizes.event_types must be 0 (all) or >= 12, got {self.event_types}")
-        if self.duration_skew <= 0:
-            raise ValueError(f"DemoSizes.duration_skew must be > 0, got {self.duration_skew}")
 
 
 # ---------------------------------------------------------------------------------------------

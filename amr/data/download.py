@@ -3,7 +3,7 @@
 :func:`fetch_all` downloads every file named in ``data.download`` (``params.yaml``), verifies
 its size and md5, and unpacks the archives below ``data.download.folder``; the features stage
 then packs the splits found at ``data.download.layout`` exactly like ``data.source: local``
-(``amr.pipeline.layout_from_params(download_cfg.layout, root)``).
+(``amr.data.sources.layout_from_params(download_cfg.layout, root)``).
 
 Layout below the download folder:
 
@@ -37,7 +37,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from amr.params import DownloadSource, RemoteFile, ZenodoRecord
+from amr.io import write_text_atomic
+from amr.config import DownloadSource, RemoteFile, ZenodoRecord
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 CHUNK = 1 << 20
@@ -278,10 +279,7 @@ class Fetcher:
         except json.JSONDecodeError:
             raise DownloadError(f"{url}: not JSON; is data.download.zenodo_url right?") from None
         listing = parse_listing(payload, record_id)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, cache)
+        write_text_atomic(cache, json.dumps(payload))
         return listing
 
     # -- one file -----------------------------------------------------------------------------

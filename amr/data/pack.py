@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -53,6 +52,7 @@ from amr.data.features import (
     load_feature_file,
     text_feature_path,
 )
+from amr.io import atomic_path, write_json
 
 FORMAT_VERSION = 1
 FAULTS = (
@@ -146,7 +146,11 @@ class _RowSpool:
             dataset[start: start + block] = spooled[start: start + block]
         del spooled
 
-    def discard(self) -> None:
+    def __enter__(self) -> _RowSpool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """The scratch file goes away whatever happened."""
         self._fh.close()
         self.path.unlink(missing_ok=True)
 
@@ -182,12 +186,13 @@ def pack_split(
     for q in queries:
         by_recording.setdefault(q.vid, []).append(q)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    audio = _RowSpool(tmp.with_suffix(".audio"), cfg.feature_dim)
-    text = _RowSpool(tmp.with_suffix(".text"), cfg.text_dim)
     packed: list[tuple[Query, int, list, bool]] = []  # (query, recording row, windows, trainable)
-    try:
+    # the packed file appears at the end of this block, after its report
+    with (
+        atomic_path(out) as tmp,
+        _RowSpool(tmp.with_suffix(".audio"), cfg.feature_dim) as audio,
+        _RowSpool(tmp.with_suffix(".text"), cfg.text_dim) as text,
+    ):
         audio_offsets, text_offsets, vids = [0], [0], []
         recordings: dict[str, tuple[int, int] | None] = {}  # vid -> (row, T) or None
         for q in queries:  # annotation order is kept in the file
@@ -294,22 +299,8 @@ def pack_split(
             "recording_length_minus_duration_s": dict(sorted(length_differences.items())),
             "faults": faults,
         }
-        _write_json_atomic(report_path(out), report)
-        os.replace(tmp, out)
-    finally:
-        audio.discard()
-        text.discard()
-        tmp.unlink(missing_ok=True)
+        write_json(report_path(out), report, indent=1)
     return report
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def summary_line(report: dict) -> str:

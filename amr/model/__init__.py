@@ -1,12 +1,9 @@
 """The detector, its criterion and the submitted systems (slots) as configurations."""
 from __future__ import annotations
 
-import copy
+import dataclasses
 
-from amr.config import ConfigError, SystemConfig
-
-# component switches of SystemConfig (each has an ``enabled`` field)
-COMPONENTS = ("coarse", "rerank", "mamba", "boundary_contrast", "dn", "cascade")
+from amr.config import COMPONENTS, ConfigError, SystemConfig
 
 # report §3: every slot is a strict superset of the previous one
 DEFAULT_SYSTEMS: dict[str, list[str]] = {
@@ -34,11 +31,8 @@ def with_components(base: SystemConfig, enabled: list[str], name: str) -> System
     unknown = sorted(set(enabled) - set(COMPONENTS))
     if unknown:
         raise ConfigError(f"systems.{name}: unknown component(s) {unknown}; known: {list(COMPONENTS)}")
-    cfg = copy.deepcopy(base)
-    cfg.name = name
-    for component in COMPONENTS:
-        getattr(cfg, component).enabled = component in enabled
-    return cfg
+    switches = {c: dataclasses.replace(getattr(base, c), enabled=c in enabled) for c in COMPONENTS}
+    return dataclasses.replace(base, name=name, **switches)
 
 
 def slot_configs(

@@ -15,14 +15,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from amr.config import SubmissionConfig
-from amr.io import iter_jsonl
+from amr.io import iter_jsonl, write_bytes_atomic
 from amr.submission.meta import (
     METRIC_KEYS,
     SubmissionError,
@@ -192,16 +190,14 @@ def build_submission(systems: list[SystemInputs], team: SubmissionConfig, eval_l
                             table_rows if table_rows is not None else rows)
     members = {report_member(prefix): pdf, **members}
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / zip_name(prefix)
+    target = Path(out_dir) / zip_name(prefix)
     _write_zip_atomically(target, members)
     return target
 
 
 def _write_zip_atomically(target: Path, members: dict[str, bytes]) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader (or an upload)
-    never sees a half-written zip."""
+    """Build the zip in memory and write it atomically: a reader (or an upload) never sees a
+    half-written zip."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in members.items():
@@ -209,13 +205,4 @@ def _write_zip_atomically(target: Path, members: dict[str, bytes]) -> None:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(target, buffer.getvalue())

@@ -1,13 +1,11 @@
 """Atomic checkpoint files, RNG state capture and the resume guard.
 
-A checkpoint is a plain dict saved with ``torch.save``. It is written to a temporary file in
-the destination directory, flushed to disk (fsync) and renamed over the target, so that a kill
-or power loss at any moment leaves either the previous complete file or the new one, never a
-torn file.
+A checkpoint is a plain dict saved with ``torch.save`` through :func:`amr.io.atomic_path`, so
+that a kill or power loss at any moment leaves either the previous complete file or the new
+one, never a torn file.
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,39 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from amr.io import atomic_path
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used as asked; the message names the file and the fix."""
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (the directory entry); not supported on every platform."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from amr.device import choose_device
+
 
 @dataclass
 class DistContext:
@@ -54,17 +56,6 @@ class DistContext:
     def close(self) -> None:
         if self.initialised_here and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def choose_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"train.device: expected auto, cpu or cuda, got {requested!r}")
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; use auto or cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 def setup(requested_device: str = "auto") -> DistContext:

@@ -1,0 +1,33 @@
+"""``amr pipeline sync|check``: dvc.yaml derived from params.yaml and the stage scripts."""
+from __future__ import annotations
+
+HELP = ("Write dvc.yaml from params.yaml (its systems) and stages/*.py (what each stage imports "
+        "and reads): `sync`; or only check that it is up to date: `check` (exit 1 when not).")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("action", choices=["sync", "check"])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--dvc-yaml", default="dvc.yaml", help="pipeline file (default: %(default)s)")
+
+
+def run(args) -> int:
+    import sys
+
+    from amr import dag
+    from amr.config import ConfigError
+    from amr.params import Params
+
+    try:
+        params = Params.load(args.params)
+        if args.action == "check":
+            dag.check(params, args.dvc_yaml)
+            print(f"{args.dvc_yaml}: up to date")
+            return 0
+        changed = dag.sync(params, args.dvc_yaml)
+    except (ConfigError, dag.PipelineError) as exc:
+        print(f"amr pipeline: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, dag.PipelineError) else 2
+    stages = len(dag.build(params)["stages"])
+    print(f"{args.dvc_yaml}: {'written' if changed else 'already up to date'} ({stages} stages)")
+    return 0

@@ -1,0 +1,59 @@
+"""The files `amr predict` writes and `amr fuse` reads: ``PRED.jsonl`` (one record per query,
+scored windows best first) and ``PRED.saliency.npz`` beside it (per-frame saliency logits,
+float32, key = qid)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from amr.io import atomic_path, iter_jsonl, write_jsonl
+
+
+class PredictionFileError(ValueError):
+    """A predictions or saliency file that is missing or unreadable; the message names it."""
+
+
+def saliency_path(predictions_path: str | Path) -> Path:
+    """``PRED.jsonl`` -> ``PRED.saliency.npz`` (the file `amr predict` writes next to it)."""
+    p = Path(predictions_path)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(stem + ".saliency.npz")
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    records = []
+    for where, record in iter_jsonl(
+        path, PredictionFileError, "predictions file (create it with `amr predict`)"
+    ):
+        if "qid" not in record:
+            raise PredictionFileError(f"{where}: expected a JSON object with a 'qid'")
+        records.append(record)
+    return records
+
+
+def write_predictions(path: str | Path, records: list[dict]) -> None:
+    write_jsonl(path, records)
+
+
+def read_saliency(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionFileError(
+            f"{path}: saliency file not found; `amr predict` writes it next to the "
+            "predictions, or disable saliency proposals (--no-saliency)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: np.asarray(npz[key]) for key in npz.files}
+    except Exception as exc:  # numpy and zipfile raise several types for a damaged file
+        raise PredictionFileError(
+            f"{path}: cannot read saliency arrays ({type(exc).__name__}: {exc}); re-run "
+            "`amr predict` to write it again"
+        ) from None
+
+
+def write_saliency(path: str | Path, saliency: dict[str, np.ndarray]) -> None:
+    """One float32 array per qid; written through an open file so numpy adds no suffix."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{qid: np.asarray(v, dtype=np.float32) for qid, v in saliency.items()})
