@@ -10,20 +10,10 @@ import yaml
 import amr.config
 from amr import ablations, profiles
 from amr.config import COMPONENTS, ConfigError
-from amr.params import Params, read_params_file
+from amr.params import Params
 from amr.tables import Row, Table, to_csv, to_latex, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def raw():
-    return read_params_file(ROOT / "params.yaml")
-
-
-@pytest.fixture(scope="module")
-def params(raw):
-    return Params(raw)
 
 
 def test_systems_are_cumulative(params):
@@ -114,6 +104,9 @@ def test_bad_params_are_named(raw):
     # a knob under a component the system does not switch on would do nothing: refused
     with pytest.raises(ConfigError, match=r"systems.slot1.mamba: sets \['depth'\] but mamba is not enabled"):
         Params(broken(lambda r: r["systems"]["slot1"].update(mamba={"depth": 2})))
+    # whether slot 4 adds saliency proposals is said once, in systems.slot4.fuse
+    with pytest.raises(ConfigError, match=r"saliency_proposals: unknown key\(s\) \['enabled'\]"):
+        Params(broken(lambda r: r["saliency_proposals"].update(enabled=False)))
     with pytest.raises(ConfigError, match="cascade.enabled: a component is switched on per system"):
         Params(broken(lambda r: r["cascade"].update(enabled=True)))
     with pytest.raises(ConfigError, match="fuse.base: 'slot9' is not a trained system"):

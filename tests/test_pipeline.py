@@ -11,20 +11,10 @@ import pytest
 import yaml
 
 from amr import dag
-from amr.params import Params, read_params_file
+from amr.params import Params
 from projectkit import copy_project, dvc, git, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def raw():
-    return read_params_file(ROOT / "params.yaml")
-
-
-@pytest.fixture(scope="module")
-def params(raw):
-    return Params(raw)
 
 
 @pytest.fixture(scope="module")

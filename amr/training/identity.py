@@ -4,7 +4,8 @@ A run resumes from ``last.pt`` only when its identity is unchanged: the same sys
 configuration, data, initial weights, seed, world size and code. The code enters as the digest
 of every project file the training library can execute (:func:`amr.codegraph.code_digest` from
 ``amr/train.py``), so a semantic change anywhere in the model, losses, matcher, data pipeline or
-training loop starts the run over, while a comment or docstring edit does not.
+training loop starts the run over, while a comment or docstring edit does not. (The syntax tree's
+printed form belongs to the Python version, so another Python minor version starts over too.)
 """
 from __future__ import annotations
 
