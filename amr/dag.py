@@ -58,6 +58,10 @@ class StageSpec:
     plots: list = field(default_factory=list)
     matrix: dict | None = None
 
+    def configure_argv(self) -> list[str]:
+        """The arguments ``configure`` sees: concrete where the command holds templates."""
+        return self.configure_args if self.configure_args is not None else self.args
+
 
 class PipelineError(RuntimeError):
     """dvc.yaml does not match params.yaml and the code; the message says what to run."""
@@ -156,7 +160,7 @@ def load_script(script: str, root: Path = ROOT):
 def stage_reads(params, spec: StageSpec, root: Path = ROOT) -> list[str]:
     """The params keys that the stage's ``configure`` reads, for ``spec``'s arguments."""
     module = load_script(spec.script, root)
-    args = module.parser().parse_args(spec.configure_args if spec.configure_args is not None else spec.args)
+    args = module.parser().parse_args(spec.configure_argv())
     recorder = params.recording()
     module.configure(recorder, args)
     return recorder.reads()

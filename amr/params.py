@@ -240,7 +240,8 @@ class Params:
         elif section == "train":
             node = self._train
         elif section == "data":
-            node = self._data if rest.split(".")[0] in {f.name for f in dataclasses.fields(DataConfig)} else self._source
+            model_facing = {f.name for f in dataclasses.fields(DataConfig)}
+            node = self._data if rest.split(".")[0] in model_facing else self._source
         elif section in self._sections:
             node = self._sections[section]
         else:
@@ -323,8 +324,9 @@ class Params:
                 built[name] = self._build_system(name, entry, on_leaf)
         for name, cfg in built.items():
             if isinstance(cfg, FusionConfig) and not isinstance(built.get(cfg.base), SystemConfig):
+                trained = sorted(n for n, c in built.items() if isinstance(c, SystemConfig))
                 raise ConfigError(f"systems.{name}.fuse.base: {cfg.base!r} is not a trained system; "
-                                  f"trained: {sorted(n for n, c in built.items() if isinstance(c, SystemConfig))}")
+                                  f"trained: {trained}")
         return built
 
     def _build_system(self, name: str, entry: dict, on_leaf: LeafReader | None) -> SystemConfig:

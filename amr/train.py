@@ -405,7 +405,8 @@ def train_stage(
                                        train_cfg.amp)
                     improved = metrics[PRIMARY_METRIC] > state.best["score"]
                     if improved:
-                        state.best = {"epoch": epoch + 1, "score": metrics[PRIMARY_METRIC], "metrics": metrics}
+                        state.best = {"epoch": epoch + 1, "score": metrics[PRIMARY_METRIC],
+                                      "metrics": metrics}
                     state.history.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
                                           "train": train_means, "val": metrics})
                     metric_log.log_epoch(epoch, {**{f"train/{k}": v for k, v in train_means.items()},

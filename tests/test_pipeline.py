@@ -94,7 +94,7 @@ def _jobs(params, specs):
     out = {}
     for spec in specs:
         module = dag.load_script(spec.script)
-        args = module.parser().parse_args(spec.configure_args if spec.configure_args is not None else spec.args)
+        args = module.parser().parse_args(spec.configure_argv())
         try:
             out[spec.name] = module.configure(params, args)
         except Exception as exc:  # noqa: BLE001 - a changed value may make configure refuse
@@ -168,7 +168,8 @@ def test_a_new_system_in_params_yaml_gets_all_its_stages(raw):
 def test_a_stage_refuses_to_run_when_dvc_yaml_is_stale(tmp_path):
     root = copy_project(tmp_path / "project")
     text = (root / "params.yaml").read_text()
-    (root / "params.yaml").write_text(text.replace("  slot4:\n", "  slot2b:\n    coarse: {enabled: true}\n  slot4:\n"))
+    new_system = "  slot2b:\n    coarse: {enabled: true}\n  slot4:\n"
+    (root / "params.yaml").write_text(text.replace("  slot4:\n", new_system))
     proc = run_stage(root, "evaluate", "--system", "baseline")
     assert proc.returncode != 0
     assert "missing stages" in proc.stderr and "pretrain-slot2b" in proc.stderr

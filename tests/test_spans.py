@@ -1,9 +1,7 @@
 import itertools
 
-import numpy as np
 import pytest
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from amr.config import MatcherCosts
 from amr.spans import (

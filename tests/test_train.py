@@ -196,7 +196,8 @@ def test_a_code_change_restarts_the_run_and_a_comment_does_not(splits, straight_
     assert len([ln for ln in restarted.stdout.splitlines() if ln.startswith("pretrain epoch")]) == 2
     assert checkpoint_digest(out / "best.pt") != straight_digest
     info = json.loads((out / "system_info.json").read_text())
-    assert info["code_digest"] != json.loads((straight_run[0] / "system_info.json").read_text())["code_digest"]
+    straight_info = json.loads((straight_run[0] / "system_info.json").read_text())
+    assert info["code_digest"] != straight_info["code_digest"]
 
 
 def test_finetune_starts_from_pretrained_weights(splits, straight_run, tmp_path):

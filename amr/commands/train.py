@@ -48,7 +48,8 @@ def build_configs(args):
         from amr.params import Params
 
         params = Params.load(args.params)
-        system_cfg, train_cfg, schedule = params.system(args.system), params.train, params.schedule(args.stage)
+        system_cfg, train_cfg = params.system(args.system), params.train
+        schedule = params.schedule(args.stage)
     else:
         from amr.model import slot_configs
 
@@ -57,7 +58,8 @@ def build_configs(args):
             raise config.ConfigError(
                 f"--system: unknown system {args.system!r}; known: {sorted(systems)}"
             )
-        system_cfg, train_cfg, schedule = systems[args.system], config.TrainConfig(), config.SCHEDULES[args.stage]
+        system_cfg, train_cfg = systems[args.system], config.TrainConfig()
+        schedule = config.SCHEDULES[args.stage]
     flags = {"epochs": args.epochs, "lr": args.lr}
     schedule = dataclasses.replace(schedule, **{k: v for k, v in flags.items() if v is not None})
     flags = {"batch_size": args.batch_size, "threads": args.threads, "device": args.device}

@@ -37,8 +37,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from amr.io import write_text_atomic
 from amr.config import DownloadSource, RemoteFile, ZenodoRecord
+from amr.io import write_text_atomic
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 CHUNK = 1 << 20
