@@ -164,8 +164,8 @@ class Params:
         return clone
 
     def reads(self) -> list[str]:
-        """The keys read so far, shortest first: a mapping whose every key was read stands for
-        them (``data``), and a read key covers its children (``train.pretrain``)."""
+        """The keys read so far, sorted: a mapping whose every key was read stands for them
+        (``data``), and a read key covers its children (``train.pretrain``)."""
         keys = set(self._reads or ())
         changed = True
         while changed:  # lift fully read mappings to their parent key, bottom up
