@@ -27,6 +27,13 @@ class SystemRuns:
     members: tuple[tuple[str, int], ...]  # (trained system, seed) whose weights make it up
 
     @property
+    def evaluation_predictions(self) -> Path:
+        """What is submitted for the blind evaluation list: the fused file, or the first seed's."""
+        if self.fused:
+            return predictions(self.name, "evaluation")
+        return predictions(self.name, "evaluation", self.members[0][1])
+
+    @property
     def curve_run(self) -> Path:
         """The fine-tuning run whose training curve stands for this system (its first seed)."""
         system, seed = self.members[0]

@@ -10,7 +10,7 @@ from amr.evaluation import SystemRuns, system_runs
 @dataclass(frozen=True)
 class Job:
     team: SubmissionConfig
-    submitted: tuple  # (run name, evaluation predictions) per submitted system
+    submitted: tuple[SystemRuns, ...]  # in submission order
     table: tuple[SystemRuns, ...]  # Table-1 rows for the generated report
 
 
@@ -19,17 +19,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def configure(params, args) -> Job:
-    from amr.pipeline import predictions
-
     team = params.submission
-    submitted = []
-    for entry in team.systems:
-        if entry.run in params.fused_systems():
-            submitted.append((entry.run, predictions(entry.run, "evaluation")))
-        else:
-            submitted.append((entry.run, predictions(entry.run, "evaluation", params.seeds(entry.run)[0])))
-    table = tuple(system_runs(params, n) for n in params.system_names())
-    return Job(team, tuple(submitted), table)
+    return Job(team, tuple(system_runs(params, entry.run) for entry in team.systems),
+               tuple(system_runs(params, n) for n in params.system_names()))
 
 
 def run(job: Job) -> None:
@@ -40,8 +32,8 @@ def run(job: Job) -> None:
     from amr.submission.package import SystemInputs, build_submission
     from amr.submission.validate import validate_submission
 
-    inputs = [SystemInputs(name, preds, metrics_file(name), METRICS_DIR / f"{name}.info.json")
-              for name, preds in job.submitted]
+    inputs = [SystemInputs(runs.name, runs.evaluation_predictions, metrics_file(runs.name),
+                           METRICS_DIR / f"{runs.name}.info.json") for runs in job.submitted]
     rows = [{"system": r.label, **r.metrics} for r in table1(list(job.table), "").rows]
     eval_list = ground_truth(PREDICT_SPLITS["evaluation"])
     zip_path = build_submission(inputs, job.team, eval_list, SUBMISSION_DIR, table_rows=rows)
