@@ -182,16 +182,32 @@ class BackboneConfig:
     input_proj_layers: int = 2
     input_dropout: float = 0.5
     dropout: float = 0.1
-    # dropout on attention probabilities (QD-DETR: 0.1). Off by default: on CPU it forces the
-    # unfused attention path (~10x slower, B·heads·L² memory); residual/FFN dropout stays on
-    attention_dropout: float = 0.0
+    # dropout on attention probabilities (QD-DETR: 0.1). On CPU it forces the unfused attention
+    # path (~10x slower, B·heads·L² memory), so the demo preset turns it off
+    attention_dropout: float = 0.1
     heads: int = 8
     ffn_dim: int = 1024
+    # FFN activation of the T2V, encoder and decoder layers: QD-DETR builds its transformer with
+    # activation='prelu', one nn.PReLU (a single slope) per layer
+    activation: str = "prelu"  # prelu | relu | gelu
+    # CPU kernels (dropout masks, Mamba's scan and conv): `native` builds C kernels with the system
+    # compiler at first use; `torch` needs no compiler. Same results either way, speed only
+    cpu_kernels: str = "native"  # native | torch
     t2v_layers: int = 2  # text-to-audio cross-attention encoder
     encoder_layers: int = 2  # audio self-attention encoder (replaced by Mamba when enabled)
     decoder_layers: int = 2  # conditional-DETR decoder
     num_queries: int = 10
     use_tef: bool = True  # append [t/T, (t+1)/T] to each audio frame
+
+    def __post_init__(self):
+        for key, value, allowed in (("activation", self.activation, ACTIVATIONS),
+                                    ("cpu_kernels", self.cpu_kernels, CPU_KERNELS)):
+            if value not in allowed:
+                raise ConfigError(f"model.{key}: {value!r} is not one of {list(allowed)}")
+
+
+ACTIVATIONS = ("prelu", "relu", "gelu")
+CPU_KERNELS = ("native", "torch")
 
 
 @dataclass(frozen=True)
@@ -234,9 +250,6 @@ class MambaConfig:  # §2.2, replaces the self-attention audio encoder
     d_conv: int = 4
     expand: int = 2
     chunk: int = 8  # CPU scan: time steps per recomputed chunk (speed/memory trade-off only)
-    # CPU scan: a C kernel (built once with the system compiler, cached) for scans large enough
-    # to matter; the eager chunked scan otherwise. Same results either way
-    compile_cpu_scan: bool = True
 
 
 @dataclass(frozen=True)

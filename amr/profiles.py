@@ -21,6 +21,8 @@ import json
 import re
 from pathlib import Path
 
+import yaml
+
 from amr.config import ConfigError
 
 DEMO = {
@@ -29,8 +31,9 @@ DEMO = {
     "model.ffn_dim": 256,
     "model.heads": 4,
     "cascade.ffn_dim": 128,
-    # the eager (reference) scan: no C compiler needed
-    "mamba.compile_cpu_scan": False,
+    # torch ops only (no C compiler needed) and the fused attention path
+    "model.cpu_kernels": "torch",
+    "model.attention_dropout": 0.0,
     # few steps on little data: fewer epochs, higher learning rates than the report's
     "train.pretrain.epochs": 8,
     "train.pretrain.lr": 1.0e-3,
@@ -110,6 +113,9 @@ def format_value(value) -> str:
             text = f"{mantissa}.0e{exponent}"
         return text
     if isinstance(value, str):
+        # a plain word that YAML 1.1 reads back as itself (not yes/no/null/...) goes unquoted
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) and yaml.safe_load(value) == value:
+            return value
         return json.dumps(value)
     raise ConfigError(f"cannot write {value!r} as a preset value")
 

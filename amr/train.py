@@ -242,6 +242,7 @@ def _save_checkpoints(out_dir: Path, trainee: Trainee, run_record: dict, state: 
 def _system_info(trainee: Trainee, run_record: dict, state: Progress) -> dict:
     """``system_info.json``: what the submission needs, and what produced these weights."""
     from amr.model import count_parameters
+    from amr.model.mamba import scan_paths
 
     counts = count_parameters(trainee.model)  # the criterion holds no parameters of its own
     return {
@@ -256,8 +257,21 @@ def _system_info(trainee: Trainee, run_record: dict, state: Progress) -> dict:
         "config": {"system": run_record["system_config"], "train": run_record["train_config"],
                    "schedule": run_record["schedule"], "stage": run_record["stage"],
                    "seed": run_record["seed"]},
-        "software": {"python": platform.python_version(), "torch": torch.__version__},
+        "software": {"python": platform.python_version(), "torch": torch.__version__,
+                     "mamba_ssm": _installed_version("mamba-ssm")},
+        # how this process ran the Mamba scans (empty without Mamba): mamba-ssm's CUDA kernel,
+        # amr's C kernel or amr's torch ops
+        "selective_scan": scan_paths(trainee.model),
     }
+
+
+def _installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def _cpu_state(module: torch.nn.Module) -> dict:

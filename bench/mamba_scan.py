@@ -3,7 +3,7 @@
 Compares ``amr.model.mamba.BidirectionalMambaEncoder`` (depth 1) with the same block built from
 mambapy's ``MambaBlock`` (parallel scan, two blocks: one on the sequence, one on its reverse).
 ``ours`` is the report's configuration (the C scan kernel), ``ours_eager`` the same block
-with ``mamba.compile_cpu_scan`` off. Each implementation runs in its own subprocess, so its peak RSS is its own: reported both
+with ``model.cpu_kernels: torch``. Each implementation runs in its own subprocess, so its peak RSS is its own: reported both
 absolute and minus the process's RSS after imports, model and input creation.
 
     .venv/bin/python bench/mamba_scan.py            # (32, 300, 256), 2 threads
@@ -37,9 +37,9 @@ def _build(impl: str, d_model: int, chunk: int):
         from amr.config import MambaConfig
         from amr.model.mamba import BidirectionalMambaEncoder
 
-        # ours: the report's configuration (C scan kernel); ours_eager: compile_cpu_scan off
-        cfg = MambaConfig(enabled=True, chunk=chunk, compile_cpu_scan=impl == "ours")
-        encoder = BidirectionalMambaEncoder(d_model, cfg)
+        # ours: the report's configuration (C scan kernel); ours_eager: model.cpu_kernels torch
+        cfg = MambaConfig(enabled=True, chunk=chunk)
+        encoder = BidirectionalMambaEncoder(d_model, cfg, native_cpu_kernels=impl == "ours")
         return lambda x, mask: encoder(x, mask)
 
     from mambapy.mamba import MambaBlock, MambaConfig as MambapyConfig

@@ -31,7 +31,7 @@ def with_switches(cfg: SystemConfig, **components: bool) -> SystemConfig:
 
 
 def no_dropout(cfg: SystemConfig) -> SystemConfig:
-    return replace(cfg, backbone=replace(cfg.backbone, dropout=0.0, input_dropout=0.0))
+    return replace(cfg, backbone=replace(cfg.backbone, dropout=0.0, input_dropout=0.0, attention_dropout=0.0))
 
 
 def make_batch(

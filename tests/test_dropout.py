@@ -71,7 +71,6 @@ def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
     """The C pass draws the same mask as the torch ops and gives bit for bit what
     x.mul(scale).masked_fill_(drop, 0) gives, both ways; also for a non-contiguous input and for
     any number of threads."""
-    from amr.model import dropout as dropout_module
     from amr.model import native
 
     assert native.native_available(), native.build_error()
@@ -79,11 +78,10 @@ def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
     upstream = torch.randn(x.shape, dtype=dtype)
 
     def run(use_kernel: bool, threads: int = 2):
-        monkeypatch.setattr(dropout_module, "_use_kernel", lambda t: use_kernel)
         monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
         torch.manual_seed(11)
         leaf = x.clone().requires_grad_()
-        y = Dropout(0.3).train()(leaf)
+        y = Dropout(0.3, native_cpu_kernels=use_kernel).train()(leaf)
         (grad,) = torch.autograd.grad(y, leaf, upstream)
         return y.detach(), grad
 
@@ -102,3 +100,41 @@ def test_torch_draws_in_pieces_equal_one_piece(monkeypatch):
     pieces, _ = drop_mask(torch.Size([37, 101]), 0.2, 99)
     assert torch.equal(whole, pieces)
     assert torch.equal(whole.flatten(), uniform15(99, 37 * 101) < round(0.2 * 2**15))
+
+
+def test_cpu_kernels_knob_torch_never_builds_and_gives_the_same_training_step(monkeypatch):
+    """`model.cpu_kernels: torch` (the demo preset) never builds or loads a C kernel; `native`
+    gives the same loss and gradients bit for bit (Mamba + dropout + cascade: slot 3)."""
+    import dataclasses
+
+    from amr.model import build_criterion, build_model, native
+    from model_batches import make_batch, small_config
+
+    cfg = small_config(coarse=True, rerank=True, mamba=True, boundary_contrast=True, dn=True, cascade=True)
+    data = make_batch([30, 21, 17, 40], [[(3, 9)], [(0, 5), (12, 21)], [(16, 17)], [(10, 30)]])
+
+    def step(kernels: str):
+        torch.manual_seed(0)
+        model = build_model(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, cpu_kernels=kernels)))
+        criterion = build_criterion(model.cfg)
+        model.train()
+        torch.manual_seed(5)
+        terms = criterion(model(data), data)
+        total = sum(terms[k] * w for k, w in criterion.weight_dict.items() if k in terms)
+        total.backward()
+        return total.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    native_loss, native_grads = step("native")
+    assert native.native_available(), native.build_error()
+
+    def no_compiler():
+        raise AssertionError("a C kernel was built although model.cpu_kernels is torch")
+
+    monkeypatch.setattr(native, "_load", no_compiler)
+    monkeypatch.setitem(native._STATE, "libs", None)
+    monkeypatch.setitem(native._STATE, "error", None)
+    torch_loss, torch_grads = step("torch")
+    assert torch.equal(native_loss, torch_loss)
+    assert native_grads.keys() == torch_grads.keys()
+    for name, grad in native_grads.items():
+        assert torch.equal(grad, torch_grads[name]), name

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amr.config import MambaConfig
+from amr.config import BackboneConfig, MambaConfig
 from amr.model import native
 from amr.model import selective_scan as scan_module
 from amr.model.mamba import (
@@ -191,12 +191,12 @@ def test_fused_scan_backward_falls_back_to_eager_gradients(monkeypatch):
 
 def test_fused_path_follows_the_knob_and_only_for_large_cpu_scans():
     small, large = torch.empty(10, 2, 8), torch.empty(300, 32, 512)
-    assert not scan_module.use_fused_scan(large, 16, compile_cpu_scan=False)
-    assert not scan_module.use_fused_scan(small, 16, compile_cpu_scan=True)
-    assert scan_module.use_fused_scan(large, 16, compile_cpu_scan=True) == scan_module.fused_scan_available()
+    assert not scan_module.use_fused_scan(large, 16, native_cpu_kernels=False)
+    assert not scan_module.use_fused_scan(small, 16, native_cpu_kernels=True)
+    assert scan_module.use_fused_scan(large, 16, native_cpu_kernels=True) == scan_module.fused_scan_available()
     demo = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", preset="demo")
-    assert demo.system("slot3").mamba.compile_cpu_scan is False  # short demo runs stay eager
-    assert MambaConfig().compile_cpu_scan is True  # the report's (paper) configuration
+    assert demo.system("slot3").backbone.cpu_kernels == "torch"  # the demo needs no compiler
+    assert BackboneConfig().cpu_kernels == "native"  # the report's (paper) configuration
 
 
 def test_scan_core_passes_gradcheck():
@@ -233,6 +233,72 @@ def test_scan_matches_mamba_ssm_reference_when_installed():
     inputs = scan_inputs(2, 5, 3, 19, seed=5)
     ref = interface.selective_scan_ref(**inputs, delta_softplus=True)
     torch.testing.assert_close(selective_scan(**inputs, delta_softplus=True), ref, rtol=1e-5, atol=1e-10)
+
+
+# mamba-ssm's fp32 tolerances (its tests/ops/test_selective_scan.py): the CUDA kernel scans in
+# float32 with a different summation order than ours
+CUDA_PARITY_RTOL, CUDA_PARITY_ATOL = 6e-4, 2e-3
+
+
+def cuda_scan_pairs(batch=2, d_inner=512, d_state=16, length=301, seed=7) -> dict:
+    """Our scan and mamba-ssm's ``selective_scan_fn`` on CUDA, float32, at the report's sizes
+    (d_inner = 2 x 256, 300 frames + the global token): {"y" or "grad_<input>": (ours, theirs)}."""
+    from amr.model.mamba import mamba_ssm_scan
+
+    selective_scan_fn = mamba_ssm_scan()
+    inputs = {k: v.float().cuda().requires_grad_() for k, v in
+              scan_inputs(batch, d_inner, d_state, length, seed=seed, dtype=torch.float64).items()}
+    ours = selective_scan(**inputs, delta_softplus=True)
+    ref = selective_scan_fn(**inputs, delta_softplus=True)
+    grad_out = torch.randn_like(ref)
+    names = list(inputs)
+    ours_grads = torch.autograd.grad(ours, [inputs[k] for k in names], grad_out)
+    ref_grads = torch.autograd.grad(ref, [inputs[k] for k in names], grad_out)
+    pairs = {"y": (ours, ref)} | {f"grad_{n}": (a, b) for n, a, b in zip(names, ours_grads, ref_grads)}
+    return pairs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_scan_matches_mamba_ssm_cuda_kernel():
+    """Forward and every input's gradient agree with mamba-ssm's CUDA kernel (float32).
+    Run by bench/gpu_check.sh; skipped without CUDA or mamba-ssm."""
+    from amr.model.mamba import mamba_ssm_scan
+
+    if mamba_ssm_scan() is None:
+        pytest.skip("mamba-ssm's CUDA kernel is not importable")
+    for name, (ours, ref) in cuda_scan_pairs().items():
+        torch.testing.assert_close(ours, ref, rtol=CUDA_PARITY_RTOL, atol=CUDA_PARITY_ATOL,
+                                   msg=lambda m: f"{name}: {m}")
+
+
+def test_a_broken_mamba_ssm_install_falls_back_with_one_warning(tmp_path, monkeypatch):
+    """A mamba-ssm that raises at import (ImportError, or the OSError of a kernel built for
+    another torch) is reported once and our scan is used: training does not crash."""
+    import sys
+
+    from amr.model import mamba as mamba_module
+
+    for error in ("ImportError('libc10_cuda.so: cannot open shared object file')",
+                  "OSError('selective_scan_cuda.so: undefined symbol: _ZN3c105ErrorC2E')"):
+        stub = tmp_path / error[:7] / "mamba_ssm"
+        (stub / "ops").mkdir(parents=True)
+        (stub / "__init__.py").write_text("")
+        (stub / "ops" / "__init__.py").write_text("")
+        (stub / "ops" / "selective_scan_interface.py").write_text(f"raise {error}\n")
+        monkeypatch.syspath_prepend(str(stub.parent))
+        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+            monkeypatch.delitem(sys.modules, name)
+        mamba_module.mamba_ssm_scan.cache_clear()
+        with pytest.warns(RuntimeWarning, match="mamba-ssm is installed but does not import") as caught:
+            assert mamba_module.mamba_ssm_scan() is None
+            assert mamba_module.mamba_ssm_scan() is None  # remembered: one warning
+        assert len(caught) == 1 and "\n" not in str(caught[0].message)
+        assert error.split("(")[0] in str(caught[0].message)
+    mamba_module.mamba_ssm_scan.cache_clear()
+    # and the encoder still runs, on our scan, which the run records
+    encoder = BidirectionalMambaEncoder(16, MambaConfig(enabled=True, d_state=4))
+    encoder(torch.randn(2, 9, 16), torch.ones(2, 9, dtype=torch.bool)).sum().backward()
+    assert mamba_module.scan_paths(encoder) == [mamba_module.SCAN_TORCH]
 
 
 def test_scan_rejects_bad_shapes_and_chunk():

@@ -99,7 +99,7 @@ def test_slot_configs_switch_components():
 def test_baseline_parameter_count_at_report_widths():
     # the authors' 7,123,237 also holds an unused text position table + LayerNorm (8,704)
     counts = count_parameters(build_model(slot_configs()["baseline"]))
-    assert counts["trainable"] == counts["total"] == 7_114_527
+    assert counts["trainable"] == counts["total"] == 7_114_533
     slot1 = count_parameters(build_model(slot_configs()["slot1"]))
     assert slot1["total"] - counts["total"] == 131_584  # the two re-ranking projections
 
@@ -356,9 +356,46 @@ def test_describe_model_prints_counts_per_system(capsys):
     assert main(["describe-model", "--json", "--params", params]) == 0
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(counts) == ["baseline", "slot1", "slot2", "slot3"]
-    assert counts["baseline"] == {"trainable": 7_114_527, "total": 7_114_527}
-    # slot 2: Mamba replaces the two self-attention layers, plus the boundary projections
-    assert counts["slot2"]["total"] == counts["slot1"]["total"] - 1_579_520 + 876_032 + 131_584
+    assert counts["baseline"] == {"trainable": 7_114_533, "total": 7_114_533}
+    # slot 2: Mamba replaces the two self-attention layers (each with its PReLU slope), plus the
+    # boundary projections
+    assert counts["slot2"]["total"] == counts["slot1"]["total"] - 1_579_522 + 876_032 + 131_584
     assert main(["describe-model", "--params", params]) == 0
     table = capsys.readouterr().out
     assert "slot3" in table and "7,123,237" in table
+
+
+def test_parameter_counts_match_the_authors_up_to_the_documented_differences():
+    """Every system at the report's widths: this model + the listed differences = the authors'
+    count, to the parameter (docs/model.md explains each difference)."""
+    from amr.commands.describe_model import REFERENCE_COUNTS, known_differences
+
+    for name, cfg in slot_configs().items():
+        ours = count_parameters(build_model(cfg))["total"]
+        assert ours + sum(n for n, _ in known_differences(cfg)) == REFERENCE_COUNTS[name], name
+
+
+def test_prelu_is_one_slope_per_transformer_layer_and_the_activation_is_a_knob():
+    """QD-DETR's activation='prelu': one nn.PReLU in the FFN of each T2V, encoder and decoder
+    layer (6 for the baseline, 4 once Mamba replaces the encoder); none in the cascade."""
+    for name, expected in (("baseline", 6), ("slot2", 4), ("slot3", 4)):
+        model = build_model(slot_configs()[name])
+        prelus = [n for n, m in model.named_modules() if isinstance(m, torch.nn.PReLU)]
+        assert len(prelus) == expected and all(p.endswith("ffn.activation") for p in prelus), prelus
+        assert not any(p.startswith("cascade") for p in prelus)
+    cfg = slot_config("baseline")
+    relu = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, activation="relu"))
+    prelu_model, relu_model = build_model(cfg), build_model(relu)
+    assert count_parameters(prelu_model)["total"] - count_parameters(relu_model)["total"] == 6
+    assert not any(isinstance(m, torch.nn.PReLU) for m in relu_model.modules())
+    # the slope is trained: the loss reaches it
+    model, criterion = built(cfg)
+    model.train()
+    data = batch()
+    criterion(model(data), data)["loss_span"].backward()
+    slope = model.t2v_layers[0].ffn.activation.weight
+    assert slope.grad is not None and slope.grad.abs().item() > 0
+    from amr.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.activation"):
+        dataclasses.replace(cfg.backbone, activation="swish")

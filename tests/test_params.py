@@ -57,7 +57,7 @@ def test_the_file_holds_the_demo_preset_and_both_presets_keep_every_component(pa
 def test_no_profile_is_merged_at_load_time(raw):
     """What the file says is what runs: an edited key is the value (issue: ignored -S)."""
     for key, value in [("train.batch_size", 8), ("model.hidden_dim", 32), ("train.finetune.epochs", 2),
-                       ("mamba.compile_cpu_scan", True)]:
+                       ("model.cpu_kernels", "native")]:
         edited = copy.deepcopy(raw)
         node = edited
         *parents, last = key.split(".")
@@ -171,7 +171,7 @@ def test_loaded_configs_cannot_be_overwritten():
     ("train.batch_size=8", lambda job: job.train.batch_size),
     ("model.hidden_dim=32", lambda job: job.system.backbone.hidden_dim),
     ("train.finetune.epochs=2", lambda job: job.schedule.epochs),
-    ("mamba.compile_cpu_scan=true", lambda job: job.system.mamba.compile_cpu_scan),
+    ("model.cpu_kernels=native", lambda job: job.system.backbone.cpu_kernels),
 ])
 def test_a_dvc_set_param_reaches_the_training_job(tmp_path, override, read):
     """`dvc exp run -S KEY=VALUE` on a key the demo preset sets changes what training gets."""

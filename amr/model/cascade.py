@@ -35,7 +35,8 @@ class CascadeRefiner(nn.Module):
         self.cfg = cfg
         self.crop_position = nn.Embedding(cfg.max_crop, dim)  # offset inside the crop
         self.cross_attn = Attention(dim, cfg.heads, attention_dropout)
-        self.ffn = FeedForward(dim, cfg.ffn_dim, dropout)
+        # ReLU: the authors' parameter count leaves no room for a PReLU slope here
+        self.ffn = FeedForward(dim, cfg.ffn_dim, dropout, "relu")
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
         self.delta_head = nn.Linear(dim, 2)

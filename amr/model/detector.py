@@ -64,6 +64,14 @@ def xavier_init_(module: nn.Module) -> None:
             nn.init.xavier_uniform_(p)
 
 
+def select_cpu_kernels(module: nn.Module, native: bool) -> None:
+    """``model.cpu_kernels`` for every module with compiled CPU kernels (dropout, Mamba's scan and
+    conv): C kernels built at first use, or torch ops only. Results are the same either way."""
+    for m in module.modules():
+        if hasattr(m, "native_cpu_kernels"):
+            m.native_cpu_kernels = native
+
+
 class MomentDetector(nn.Module):
     def __init__(self, cfg: SystemConfig):
         super().__init__()
@@ -77,15 +85,17 @@ class MomentDetector(nn.Module):
         self.audio_proj = InputProjection(audio_in, d, b.input_proj_layers, b.input_dropout)
         self.text_proj = InputProjection(cfg.data.text_dim, d, b.input_proj_layers, b.input_dropout)
         self.t2v_layers = nn.ModuleList(
-            TextToAudioLayer(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout) for _ in range(b.t2v_layers)
+            TextToAudioLayer(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation)
+            for _ in range(b.t2v_layers)
         )
         if cfg.mamba.enabled:  # §2.2: Mamba replaces the self-attention audio encoder
             self.audio_encoder = MambaAudioEncoder(d, cfg.mamba)
         else:
             self.audio_encoder = SelfAttentionEncoder(
-                d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.encoder_layers
+                d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation, b.encoder_layers
             )
-        self.decoder = ConditionalDecoder(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.decoder_layers)
+        self.decoder = ConditionalDecoder(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation,
+                                          b.decoder_layers)
         xavier_init_(nn.ModuleList([self.t2v_layers, self.audio_encoder, self.decoder]))
 
         self.query_embed = nn.Embedding(b.num_queries, 2)  # learnable (c, w) anchors, logit space
@@ -101,6 +111,7 @@ class MomentDetector(nn.Module):
         self.cascade = CascadeRefiner(d, cfg.cascade, b.dropout, b.attention_dropout) if cfg.cascade.enabled else None
         if self.cascade is not None:
             xavier_init_(nn.ModuleList([self.cascade.cross_attn, self.cascade.ffn]))
+        select_cpu_kernels(self, native=b.cpu_kernels == "native")
 
     # ------------------------------------------------------------------------------------------
     # stages

@@ -77,16 +77,17 @@ def drop_mask(shape: torch.Size, p: float, seed: int, device: torch.device | str
     return drop.view(shape), scale
 
 
-def _use_kernel(x: torch.Tensor) -> bool:
-    return x.dtype in (torch.float32, torch.float64) and native.native_available()
+def _use_kernel(x: torch.Tensor, native_kernel: bool) -> bool:
+    return native_kernel and x.dtype in (torch.float32, torch.float64) and native.native_available()
 
 
 class _MaskedScale(torch.autograd.Function):
     """out = x * scale, 0 where the element's draw from ``seed`` is dropped; saves only the mask."""
 
     @staticmethod
-    def forward(ctx, x, seed, p):
-        if _use_kernel(x):
+    def forward(ctx, x, seed, p, native_kernel):
+        ctx.native_kernel = native_kernel
+        if _use_kernel(x, native_kernel):
             threshold, scale = drop_threshold(p)
             out, drop = native.dropout_forward(x.contiguous(), seed, threshold, scale)
         else:
@@ -100,32 +101,38 @@ class _MaskedScale(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         (drop,) = ctx.saved_tensors
-        if _use_kernel(grad):
+        if _use_kernel(grad, ctx.native_kernel):
             grad_x = native.dropout_backward(grad.contiguous(), drop, ctx.scale)
         else:
             grad_x = grad.mul(ctx.scale).masked_fill_(drop, 0.0)
-        return grad_x, None, None
+        return grad_x, None, None, None
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+def dropout(x: torch.Tensor, p: float, training: bool, native_kernel: bool = True) -> torch.Tensor:
+    """``native_kernel``: on CPU, the C kernel (built at first use) rather than torch ops; the
+    same masks and results either way."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, training)
-    return _MaskedScale.apply(x, draw_seed(), p)
+    return _MaskedScale.apply(x, draw_seed(), p, native_kernel)
 
 
 class Dropout(nn.Module):
-    """Drop-in for ``nn.Dropout`` (same call, same ``p``; no parameters or state)."""
+    """Drop-in for ``nn.Dropout`` (same call, same ``p``; no parameters or state).
 
-    def __init__(self, p: float = 0.5):
+    ``native_cpu_kernels`` is set for the whole model from ``model.cpu_kernels``
+    (``MomentDetector``); False never builds a C kernel."""
+
+    def __init__(self, p: float = 0.5, native_cpu_kernels: bool = True):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability must be in [0, 1], got {p}")
         self.p = p
+        self.native_cpu_kernels = native_cpu_kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+        return dropout(x, self.p, self.training, self.native_cpu_kernels)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -13,8 +13,10 @@ time scales. ``A_log`` and ``D`` also carry mamba-ssm's ``_no_weight_decay = Tru
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +27,10 @@ from amr.config import MambaConfig
 from amr.model import native
 from amr.model.selective_scan import fused_scan_available, selective_scan_time_major, use_fused_scan
 
-# mamba-ssm is an optional GPU extra: only look whether it is installed here, import it on first use.
-_HAS_MAMBA_SSM = importlib.util.find_spec("mamba_ssm") is not None
+# how a scan ran, as recorded in system_info.json
+SCAN_MAMBA_SSM = "mamba-ssm CUDA kernel"
+SCAN_NATIVE = "amr C kernel (CPU)"
+SCAN_TORCH = "amr torch ops"
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
@@ -34,17 +38,37 @@ def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
-def _mamba_ssm_selective_scan():
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+@functools.cache
+def mamba_ssm_scan():
+    """mamba-ssm's ``selective_scan_fn`` (the optional GPU extra), or None.
 
+    None when it is not installed, and also when it is installed but cannot be imported: a
+    wheel built for another torch/CUDA raises ImportError or an OSError ("undefined symbol") at
+    import. Then one warning says so, and our scan (same results) runs instead.
+    """
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return None
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except (ImportError, OSError) as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        warnings.warn(f"mamba-ssm is installed but does not import ({type(exc).__name__}: {first_line}); "
+                      "using amr's selective scan instead (same results, slower on GPU)",
+                      RuntimeWarning, stacklevel=2)
+        return None
     return selective_scan_fn
+
+
+def scan_paths(model: nn.Module) -> list[str]:
+    """How the Mamba scans of ``model`` have run so far (empty without Mamba)."""
+    return sorted({path for m in model.modules() if isinstance(m, Mamba) for path in m.scan_paths})
 
 
 class Mamba(nn.Module):
     """One causal Mamba mixer: (B, L, d_model) → (B, L, d_model).
 
     d_inner = expand · d_model; dt_rank = ceil(d_model / 16). ``chunk`` (speed against memory)
-    and ``compile_cpu_scan`` (C kernels for the conv + silu and the scan of large CPU inputs)
+    and ``native_cpu_kernels`` (C kernels for the conv + silu and the scan of large CPU inputs)
     only choose how the CPU path runs; neither changes the result.
     """
 
@@ -55,7 +79,7 @@ class Mamba(nn.Module):
         d_conv: int = 4,
         expand: int = 2,
         chunk: int = 8,
-        compile_cpu_scan: bool = False,
+        native_cpu_kernels: bool = False,
         dt_min: float = 0.001,
         dt_max: float = 0.1,
         dt_init_floor: float = 1e-4,
@@ -71,7 +95,8 @@ class Mamba(nn.Module):
         self.d_conv = d_conv
         self.expand = expand
         self.chunk = chunk
-        self.compile_cpu_scan = compile_cpu_scan
+        self.native_cpu_kernels = native_cpu_kernels
+        self.scan_paths: set[str] = set()  # how this mixer's scans ran (system_info.json)
         self.d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16)
         self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
@@ -117,15 +142,17 @@ class Mamba(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"Mamba: expected input (B, L, {self.d_model}), got {tuple(x.shape)}")
-        if x.is_cuda and _HAS_MAMBA_SSM:
-            return self._forward_mamba_ssm(x)
+        if x.is_cuda and (scan := mamba_ssm_scan()) is not None:
+            self.scan_paths.add(SCAN_MAMBA_SSM)
+            return self._forward_mamba_ssm(x, scan)
         # Time-major (L, B, ·) from the input projection on: the scan works one contiguous time
         # step at a time, and no layout copies are needed between the projections and the scan.
         return self._forward_time_major(x.transpose(0, 1)).transpose(0, 1)
 
     def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
         u, z = self.in_proj(x).chunk(2, dim=-1)  # (L, B, d_inner) each
-        fused = use_fused_scan(u, self.d_state, self.compile_cpu_scan)
+        fused = use_fused_scan(u, self.d_state, self.native_cpu_kernels)
+        self.scan_paths.add(SCAN_NATIVE if fused else SCAN_TORCH)
         u = conv_silu(u, self.conv1d.weight[:, 0], self.conv1d.bias, fused)
         dt, B, C = torch.split(self.x_proj(u), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         y = selective_scan_time_major(
@@ -143,14 +170,14 @@ class Mamba(nn.Module):
         )
         return self.out_proj(y)
 
-    def _forward_mamba_ssm(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_mamba_ssm(self, x: torch.Tensor, selective_scan_fn) -> torch.Tensor:
         """mamba-ssm's own (non-fused-projection) path: its CUDA selective-scan kernel."""
         length = x.shape[1]
         u, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (B, d_inner, L)
         u = F.silu(self.conv1d(u)[..., :length])
         x_dbl = self.x_proj(u.transpose(1, 2))
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        y = _mamba_ssm_selective_scan()(
+        y = selective_scan_fn(
             u,
             F.linear(dt, self.dt_proj.weight).transpose(1, 2),
             -torch.exp(self.A_log.float()),
@@ -247,10 +274,10 @@ def reverse_valid_frames_index(mask: torch.Tensor) -> torch.Tensor:
 class BidirectionalMambaBlock(nn.Module):
     """y = LayerNorm(x + fwd(x) + rev(x)); rev scans each sequence backwards over its valid frames."""
 
-    def __init__(self, d_model: int, cfg: MambaConfig):
+    def __init__(self, d_model: int, cfg: MambaConfig, native_cpu_kernels: bool = False):
         super().__init__()
         kwargs = dict(d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, chunk=cfg.chunk,
-                      compile_cpu_scan=cfg.compile_cpu_scan)
+                      native_cpu_kernels=native_cpu_kernels)
         self.forward_mamba = Mamba(d_model, **kwargs)
         self.reverse_mamba = Mamba(d_model, **kwargs)
         self.norm = nn.LayerNorm(d_model)
@@ -273,11 +300,12 @@ class BidirectionalMambaEncoder(nn.Module):
     members, so a recording's output does not depend on what it is batched with.
     """
 
-    def __init__(self, d_model: int, cfg: MambaConfig):
+    def __init__(self, d_model: int, cfg: MambaConfig, native_cpu_kernels: bool = False):
         super().__init__()
         if cfg.depth < 1:
             raise ValueError(f"BidirectionalMambaEncoder: mamba.depth must be >= 1, got {cfg.depth}")
-        self.layers = nn.ModuleList(BidirectionalMambaBlock(d_model, cfg) for _ in range(cfg.depth))
+        self.layers = nn.ModuleList(BidirectionalMambaBlock(d_model, cfg, native_cpu_kernels)
+                                    for _ in range(cfg.depth))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if mask.shape != x.shape[:2] or mask.dtype != torch.bool:

@@ -20,7 +20,7 @@ Two implementations of the per-chunk work give the same results:
   :mod:`amr.model.native` in a few seconds, cached on disk) with softplus(dt + bias), the
   D skip and the silu(z) gate inside, 16 channels of one batch element per vector block, so no
   full-size elementwise intermediates are made and each step's states stay in cache. The knob
-  ``mamba.compile_cpu_scan`` (params.yaml) turns it on, and only scans large enough to matter use
+  ``model.cpu_kernels: native`` (params.yaml) turns it on, and only scans large enough to matter use
   it (``use_fused_scan``). If building fails (e.g. no C compiler), a warning is issued and the
   eager path takes over.
 """
@@ -163,9 +163,9 @@ def fused_scan_available() -> bool:
     return True
 
 
-def use_fused_scan(u: torch.Tensor, d_state: int, compile_cpu_scan: bool) -> bool:
+def use_fused_scan(u: torch.Tensor, d_state: int, native_cpu_kernels: bool) -> bool:
     """Fused when asked for, on CPU, for a scan large enough to matter."""
-    if not compile_cpu_scan or u.device.type != "cpu" or u.numel() * d_state < FUSED_MIN_WORK:
+    if not native_cpu_kernels or u.device.type != "cpu" or u.numel() * d_state < FUSED_MIN_WORK:
         return False
     return fused_scan_available()
 
@@ -175,7 +175,7 @@ def _disable_fused(exc: Exception | None) -> None:
     warnings.warn(
         f"selective scan: the compiled CPU kernel is unavailable ({type(exc).__name__}: {exc}); "
         "using the eager chunked scan (same results, slower). Install a C compiler (gcc), or set "
-        "mamba.compile_cpu_scan: false in params.yaml to silence this.",
+        "model.cpu_kernels: torch in params.yaml to silence this.",
         RuntimeWarning,
         stacklevel=3,
     )

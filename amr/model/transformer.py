@@ -102,15 +102,21 @@ class Attention(nn.Module):
         return self.out_proj(out)
 
 
+def make_activation(name: str) -> nn.Module:
+    """``prelu`` is QD-DETR's: one learnable slope (init 0.25) shared by all channels."""
+    return {"prelu": nn.PReLU, "relu": nn.ReLU, "gelu": nn.GELU}[name]()
+
+
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int, dropout: float):
+    def __init__(self, dim: int, hidden: int, dropout: float, activation: str = "relu"):
         super().__init__()
         self.linear1 = nn.Linear(dim, hidden)
+        self.activation = make_activation(activation)
         self.dropout = Dropout(dropout)
         self.linear2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
-        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
 
 class TextToAudioLayer(nn.Module):
@@ -120,10 +126,11 @@ class TextToAudioLayer(nn.Module):
     frame encoding. Only the audio stream is updated.
     """
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
+                 activation: str):
         super().__init__()
         self.cross_attn = Attention(dim, heads, attention_dropout)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
@@ -136,10 +143,11 @@ class TextToAudioLayer(nn.Module):
 class SelfAttentionLayer(nn.Module):
     """DETR encoder layer: self-attention (position added to q, k) + FFN, post-norm."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
+                 activation: str):
         super().__init__()
         self.self_attn = Attention(dim, heads, attention_dropout)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
@@ -153,10 +161,11 @@ class SelfAttentionEncoder(nn.Module):
     """The 2-layer audio encoder of QD-DETR (replaced by the bidirectional Mamba block)."""
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 num_layers: int):
+                 activation: str, num_layers: int):
         super().__init__()
         self.layers = nn.ModuleList(
-            SelfAttentionLayer(dim, heads, ffn_dim, dropout, attention_dropout) for _ in range(num_layers)
+            SelfAttentionLayer(dim, heads, ffn_dim, dropout, attention_dropout, activation)
+            for _ in range(num_layers)
         )
 
     def forward(self, x, pos, mask):
@@ -173,7 +182,7 @@ class ConditionalDecoderLayer(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 first: bool):
+                 activation: str, first: bool):
         super().__init__()
         self.heads, self.attention_dropout = heads, attention_dropout
         self.sa_qcontent_proj = nn.Linear(dim, dim)
@@ -193,7 +202,7 @@ class ConditionalDecoderLayer(nn.Module):
         self.ca_out_proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
 
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm3 = nn.LayerNorm(dim)
         self.dropout1, self.dropout2, self.dropout3 = (Dropout(dropout) for _ in range(3))
 
@@ -234,11 +243,11 @@ class ConditionalDecoder(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 num_layers: int):
+                 activation: str, num_layers: int):
         super().__init__()
         self.dim = dim
         self.layers = nn.ModuleList(
-            ConditionalDecoderLayer(dim, heads, ffn_dim, dropout, attention_dropout, first=(i == 0))
+            ConditionalDecoderLayer(dim, heads, ffn_dim, dropout, attention_dropout, activation, first=(i == 0))
             for i in range(num_layers)
         )
         self.norm = nn.LayerNorm(dim)

@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict saved with ``torch.save`` through :func:`amr.io.atomic_path`, so
 that a kill or power loss at any moment leaves either the previous complete file or the new
-one, never a torn file.
+one, never a torn file. It holds only tensors, numbers, strings, None and lists/tuples/dicts of
+them, so it loads with ``torch.load(..., weights_only=True)``, which executes no pickled code.
 """
 from __future__ import annotations
 
@@ -30,8 +31,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        # checkpoints hold numpy/python RNG states and config dicts, not only tensors
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt file
         raise CheckpointError(
             f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); delete it to start over"
@@ -45,9 +45,12 @@ def load_checkpoint(path: str | Path) -> dict:
 # RNG states
 # ---------------------------------------------------------------------------------------------
 def capture_rng_state() -> dict:
+    """Every generator's state as plain values (numpy's key array as an int64 tensor)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # (version, tuple of ints, None or float)
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -56,8 +59,11 @@ def capture_rng_state() -> dict:
 
 
 def restore_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
