@@ -70,6 +70,7 @@ def test_every_fault_counted_and_listed(packed):
         "window_start_past_features": 1,  # c_1 [12, 13] starts at the last frame's end
         "query_without_valid_window": 1,
         "recording_length_differs_from_duration": 2,
+        "recording_length_mismatch": 0,  # c (+2 s) is within the 2-s tolerance
         "recording_truncated": 1,
         "query_text_truncated": 1,
         "recording_skipped": 0,
