@@ -177,9 +177,10 @@ def extract_dataset(inputs: DatasetInputs, folder: Path, backend, settings: Sett
               "text_kept": 0, "recordings_written": 0, "recordings_kept": 0, "windows": 0}
     with _progress(settings.progress) as progress:
         _extract_text(queries, text_dir, backend, faults, counts, progress)
-        refs = index_locations(inputs.audio, faults)
-        todo = _audio_todo(durations, refs, audio_dir, backend, faults, counts)
-        _extract_audio(todo, durations, audio_dir, backend, settings, faults, counts, progress)
+        refs = index_locations(inputs.audio, faults.items)
+        dim = _probe_dim(backend)
+        todo = _audio_todo(durations, refs, audio_dir, dim, faults, counts)
+        _extract_audio(todo, durations, audio_dir, backend, dim, settings, faults, counts, progress)
 
     report = {"dataset": inputs.name, "folder": str(folder / inputs.name),
               "annotations": [str(p) for p in inputs.annotations],
@@ -217,7 +218,7 @@ def _extract_text(queries, text_dir, backend, faults, counts, progress) -> None:
         progress.advance(task)
 
 
-def _audio_todo(durations, refs, audio_dir, backend, faults, counts) -> list[AudioRef]:
+def _audio_todo(durations, refs, audio_dir, dim, faults, counts) -> list[AudioRef]:
     faults.items["audio_duplicate"] = [d for d in faults.items["audio_duplicate"]
                                        if d["vid"] in durations]  # only needed vids matter
     for kind in ("location_missing", "shard_unreadable", "tar_sample_without_audio",
@@ -226,7 +227,6 @@ def _audio_todo(durations, refs, audio_dir, backend, faults, counts) -> list[Aud
             item = faults.items[kind][0]
             raise ExtractError(f"{item['file']}: {kind} ({item}). Fix the input, or set "
                                "data.strict: false to list such files and go on")
-    dim = _probe_dim(backend)
     todo = []
     for vid in durations:
         if vid not in refs:
@@ -244,7 +244,8 @@ def _probe_dim(backend) -> int:
     return int(np.asarray(backend.encode_audio(np.zeros((1, backend.sample_rate), np.float32))).shape[1])
 
 
-def _extract_audio(todo, durations, audio_dir, backend, settings, faults, counts, progress) -> None:
+def _extract_audio(todo, durations, audio_dir, backend, dim, settings, faults, counts,
+                   progress) -> None:
     window = int(round(settings.clip_length * backend.sample_rate))
     estimate = int(sum(durations[r.vid] for r in todo) / settings.clip_length)
     task = progress.add_task("audio windows", total=max(estimate, 1), rate="")
@@ -294,7 +295,6 @@ def _extract_audio(todo, durations, audio_dir, backend, settings, faults, counts
         waiting += windows.shape[0]
         encode(final=False)
 
-    dim = _probe_dim(backend)
     args = (backend.sample_rate, window)
     if settings.workers <= 0:
         for ref in todo:
