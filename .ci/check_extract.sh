@@ -25,6 +25,11 @@ rows = [json.loads(l) for l in open("tests/fixtures/castella_val_release.jsonl")
 vids = sorted({r["vid"] for r in rows}, key=lambda v: (min(r["duration"] for r in rows if r["vid"] == v), v))[:35]
 split_of = {v: ["pre_train", "pre_train", "pre_val", "ft_train", "ft_train", "ft_val", "ft_test"][i % 7]
             for i, v in enumerate(vids)}
+# Clotho-Moment vids are <city>_<start>_<end> (the bg.path's folder and stem): renamed so
+clotho_vid = {v: f"Town{i}_0.0_60.0" for i, v in enumerate(vids) if split_of[v].startswith("pre")}
+for r in rows:
+    r["vid"] = clotho_vid.get(r["vid"], r["vid"])
+split_of = {clotho_vid.get(v, v): s for v, s in split_of.items()}
 for name in ("pre_train", "pre_val", "ft_train", "ft_val", "ft_test"):
     with open(out / "ann" / f"{name}.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows if split_of.get(r["vid"]) == name)
@@ -47,7 +52,7 @@ for i, vid in enumerate(sorted(durations)):
     y = audio(durations[vid] + 0.4, rate, channels)
     if split_of.get(vid, "").startswith("pre"):  # Clotho-Moment style: vid from bg.path
         buffer = io.BytesIO(); sf.write(buffer, y, rate, format="WAV"); wav = buffer.getvalue()
-        city, _, stem = vid.partition("_")  # the vid is <parent folder>_<stem> of bg.path
+        city, _, stem = vid.partition("_")
         meta = json.dumps({"bg": {"path": f"bg/{city}/{stem}.wav"}}).encode()
         for name, data in ((f"{i:06d}.wav", wav), (f"{i:06d}.json", meta)):
             info = tarfile.TarInfo(name); info.size = len(data)
