@@ -86,7 +86,7 @@ yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
 PY
 "$REPO/.venv/bin/python" -m amr pipeline sync
 PATH="$REPO/.venv/bin:$PATH" dvc repro
-PATH="$REPO/.venv/bin:$PATH" dvc status | grep -q "up to date"
+PATH="$REPO/.venv/bin:$PATH" dvc status package | grep -q "up to date"  # data.dvc is not pulled here
 ls data/extracted/{pretrain,finetune,evaluation}.report.json
 grep -q '"backend": "test"' data/features/extractor.json
 test -s reports/table1.md
