@@ -22,7 +22,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # standalone benchmarks; bench/demo_learning.py reads the outputs of `make repro`
-BENCHES := metrics_speed data_loading mamba_scan train_step train_throughput
+BENCHES := metrics_speed data_loading extract_speed mamba_scan train_step train_throughput
 
 bench: install
 	$(BIN)/pip install -q -e ".[bench]"

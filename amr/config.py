@@ -115,6 +115,9 @@ class LocalSource:
     pretrain: PretrainFiles = field(default_factory=PretrainFiles)
     finetune: FinetuneFiles = field(default_factory=FinetuneFiles)
     evaluation: EvaluationFiles = field(default_factory=EvaluationFiles)
+    # what made the features, written into the packed manifest and the meta file
+    # (e.g. "M2D-CLAP 2025, checkpoint-30.pth"); empty: "not stated" (download: official MS-CLAP)
+    extractor: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,11 +169,70 @@ class DownloadSource:
 
 
 @dataclass(frozen=True)
+class M2DBackendConfig:
+    """The user's clone of the M2D repository and the M2D-CLAP checkpoint (SPEC §2.1)."""
+
+    repo: str = ""  # folder holding examples/portable_m2d.py
+    checkpoint: str = ""  # e.g. .../m2d_clap_vit_base-80x1001p16x16p16kpBpTI-2025/checkpoint-30.pth
+
+
+@dataclass(frozen=True)
+class PluginBackendConfig:
+    """Another extractor: ``factory`` is ``module:callable``, called with ``device`` and
+    ``max_text_tokens`` (see :mod:`amr.extract.backends`)."""
+
+    factory: str = ""
+    path: str = ""  # folder put first on sys.path before importing (empty: none)
+    checkpoint: str = ""  # weights file, hashed for provenance (empty: none)
+
+
+@dataclass(frozen=True)
+class ExtractPretrain:
+    train: str = ""
+    val: str = ""
+    audio: list[str] = field(default_factory=list)  # folders (audio files or *.tar shards), tars
+
+
+@dataclass(frozen=True)
+class ExtractFinetune:
+    train: str = ""
+    val: str = ""
+    test: str = ""
+    audio: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExtractEvaluation:
+    queries: str = ""
+    audio: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExtractSource:
+    """Features extracted from raw audio + annotation files (``data.source: extract``)."""
+
+    backend: str = "m2d"  # m2d | plugin | test (deterministic, no weights: tests and CI)
+    m2d: M2DBackendConfig = field(default_factory=M2DBackendConfig)
+    plugin: PluginBackendConfig = field(default_factory=PluginBackendConfig)
+    pretrain: ExtractPretrain = field(default_factory=ExtractPretrain)
+    finetune: ExtractFinetune = field(default_factory=ExtractFinetune)
+    evaluation: ExtractEvaluation = field(default_factory=ExtractEvaluation)
+    folder: str = "data/extracted"  # <folder>/<dataset>/{audio,text}/*.npz (a DVC stage output)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    batch_size: int = 256  # 1-s windows per encoder call
+    workers: int = 2  # decoding processes (0: decode in the main process)
+
+
+@dataclass(frozen=True)
 class DataSource:
-    source: str = "demo"  # demo | download | local
+    source: str = "demo"  # demo | download | local | extract
     demo: DemoSource = field(default_factory=DemoSource)
     local: LocalSource = field(default_factory=LocalSource)
     download: DownloadSource = field(default_factory=DownloadSource)
+    extract: ExtractSource = field(default_factory=ExtractSource)
+    # strict packing fails when a recording's T * clip_length differs from its annotated
+    # duration by more than this (the real data differs by up to 2 s, SPEC §1)
+    length_tolerance_s: float = 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,8 +451,10 @@ class SubmittedSystemConfig:
     run: str = ""  # the pipeline system (key of ``systems:``) whose outputs are submitted
     name: str = ""
     abbreviation: str = ""  # at most 10 characters
-    audio_models: Description = "M2D-CLAP (frozen)"
-    text_models: Description = "BERT (M2D-CLAP text branch, frozen)"
+    # empty: what made the packed features (data/features/extractor.json), so the meta file
+    # names the extractor actually used
+    audio_models: Description = ""
+    text_models: Description = ""
     llms: Description = "none"  # written as ``LLMs`` in the meta file
     data_augmentation: Description = "none"
     external_data_resources: Description = "M2D-CLAP pre-trained weights; Clotho-Moment"

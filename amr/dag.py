@@ -27,8 +27,10 @@ from amr.config import ConfigError
 from amr.pipeline import (
     FEATURES_DIR,
     METRICS_DIR,
+    PORTABLE_M2D,
     PREDICTIONS_DIR,
     REPORTS_DIR,
+    SPLITS,
     SUBMISSION_DIR,
     ground_truth,
     metrics_file,
@@ -72,7 +74,7 @@ class PipelineError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 def stage_specs(params) -> list[StageSpec]:
     """Every stage of the pipeline of ``params``, in DAG order."""
-    specs = [StageSpec("features", "features", outs=[FEATURES_DIR.as_posix()])]
+    specs = _data_specs(params)
     ensembled = {params.fusion_base(f) for f in params.fused_systems()}
     for system in params.trained_systems():
         if system in ensembled:  # one fine-tuning per ensemble seed
@@ -126,11 +128,44 @@ def stage_specs(params) -> list[StageSpec]:
     ))
     specs.append(StageSpec(
         "package", "package",
-        inputs=[_p(ground_truth("evaluation")), _p(PREDICTIONS_DIR), _p(METRICS_DIR)]
+        inputs=[_p(ground_truth("evaluation")), _p(FEATURES_DIR / "extractor.json"),
+                _p(PREDICTIONS_DIR), _p(METRICS_DIR)]
         + ([params.submission.report_pdf] if params.submission.report_pdf else []),
         outs=[_p(SUBMISSION_DIR)],
     ))
     return specs
+
+
+def _data_specs(params) -> list[StageSpec]:
+    """The stages that make ``data/features``: with ``data.source: download`` or ``extract``
+    a first stage fetches or extracts (its folder a persistent output: reruns resume)."""
+    source = params.value("data.source")
+    specs, inputs = [], []
+    if source == "download":
+        folder = params.value("data.download").folder
+        specs.append(StageSpec("download", "download", outs=[{folder: {"persist": True}}]))
+        inputs = [folder]
+    elif source == "extract":
+        extract = params.value("data.extract")
+        annotations = [getattr(getattr(extract, dataset), split) for dataset, split in SPLITS.values()]
+        audio = [a for dataset in ("pretrain", "finetune", "evaluation")
+                 for a in getattr(extract, dataset).audio]
+        weights = []
+        if extract.backend == "m2d" and extract.m2d.repo:
+            code = [Path(extract.m2d.repo) / f for f in PORTABLE_M2D]
+            weights.append(_p(next((f for f in code if f.is_file()), code[0])))
+        checkpoint = {"m2d": extract.m2d.checkpoint, "plugin": extract.plugin.checkpoint}
+        weights += [checkpoint[extract.backend]] if checkpoint.get(extract.backend) else []
+        specs.append(StageSpec("extract-features", "extract_features",
+                               inputs=_unique(annotations + audio + weights),
+                               outs=[{extract.folder: {"persist": True}}]))
+        inputs = _unique([extract.folder] + annotations)
+    specs.append(StageSpec("features", "features", inputs=inputs, outs=[FEATURES_DIR.as_posix()]))
+    return specs
+
+
+def _unique(paths: list[str]) -> list[str]:
+    return list(dict.fromkeys(p for p in paths if p))
 
 
 def _p(path: Path | str) -> str:

@@ -15,6 +15,9 @@ METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 SUBMISSION_DIR = Path("submission/build")
 
+# where a clone of the M2D repository keeps portable_m2d.py (data.extract.m2d.repo), first found
+PORTABLE_M2D = ("examples/portable_m2d.py", "portable_m2d.py")
+
 # packed splits: name -> (dataset, split)
 SPLITS = {
     "pretrain_train": ("pretrain", "train"),

@@ -1,4 +1,4 @@
-"""Stage `features`: import features (demo / local / download) and pack every split to HDF5."""
+"""Stage `features`: import features (demo / local / download / extract) and pack every split to HDF5."""
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,8 @@ def configure(params, args) -> Job:
 
 
 def run(job: Job) -> None:
-    from amr.data.sources import demo_layout, layout_from_params, pack_all
+    from amr.data.sources import (demo_layout, describe_features, extract_layout,
+                                  layout_from_params, pack_all)
     from amr.pipeline import DEMO_DIR, FEATURES_DIR
 
     root, source = Path.cwd(), job.source
@@ -30,18 +31,18 @@ def run(job: Job) -> None:
         from amr.data.demo import make_demo_dataset
 
         make_demo_dataset(DEMO_DIR, seed=source.demo.seed, sizes=source.demo.sizes)
-        layout, label = demo_layout(DEMO_DIR), f"demo (seed {source.demo.seed})"
+        layout = demo_layout(DEMO_DIR)
     elif source.source == "local":
-        layout, label = layout_from_params(source.local, root), "local"
-    elif source.source == "download":
-        from amr.data.download import fetch_all
-
-        fetch_all(source.download, root)
-        layout, label = layout_from_params(source.download.layout, root), "download"
+        layout = layout_from_params(source.local, root)
+    elif source.source == "download":  # fetched by the download stage
+        layout = layout_from_params(source.download.layout, root)
+    elif source.source == "extract":  # written by the extract-features stage
+        layout = extract_layout(source.extract, root)
     else:
-        raise SystemExit(f"params.yaml: data.source must be demo, local or download, not {source.source!r}")
-    pack_all(layout, job.data, FEATURES_DIR, feature_source=label)
-
+        raise SystemExit("params.yaml: data.source must be demo, local, download or extract, "
+                         f"not {source.source!r}")
+    pack_all(layout, job.data, FEATURES_DIR, describe_features(source, root),
+             source.length_tolerance_s)
 
 if __name__ == "__main__":
     stage_main(parser(), configure, run)

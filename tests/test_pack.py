@@ -70,6 +70,7 @@ def test_every_fault_counted_and_listed(packed):
         "window_start_past_features": 1,  # c_1 [12, 13] starts at the last frame's end
         "query_without_valid_window": 1,
         "recording_length_differs_from_duration": 2,
+        "recording_length_mismatch": 0,  # c (+2 s) is within the 2-s tolerance
         "recording_truncated": 1,
         "query_text_truncated": 1,
         "recording_skipped": 0,
@@ -214,3 +215,18 @@ def test_pack_command(tmp_path, capsys):
     assert "qida_2.npz: feature file not found" in capsys.readouterr().err
     assert _cli(common + ["--no-strict"]) == 0
     assert "query_skipped=1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("frames", [5, 4 * 299])
+def test_frame_count_far_from_the_duration_fails_strict(tmp_path, frames):
+    records = [q("x_1", "x", 299, [[1, 2]]), q("y_1", "y", 60, [[1, 2]])]
+    cfg = DataConfig(feature_dim=DIM, text_dim=DIM, max_audio_frames=2000)
+    ann, audio, text = write_split(tmp_path / "in", records, {"x": frames, "y": 62})
+    with pytest.raises(DataError, match=rf"x\.npz: {frames} frames .* 299 s"):
+        pack_split(ann, audio, text, tmp_path / "strict.h5", cfg)
+    assert not (tmp_path / "strict.h5").exists()
+    lenient = DataConfig(feature_dim=DIM, text_dim=DIM, max_audio_frames=2000, strict=False)
+    report = pack_split(ann, audio, text, tmp_path / "lenient.h5", lenient)
+    assert [f["vid"] for f in report["faults"]["recording_length_mismatch"]] == ["x"]
+    assert [f["qids"] for f in report["faults"]["recording_skipped"]] == [["x_1"]]
+    assert report["manifest"]["counts"]["recordings"] == 1  # y (+2 s) is within the tolerance

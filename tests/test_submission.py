@@ -14,6 +14,8 @@ from amr.cli import main as amr_main
 from amr.config import (
     AffiliationConfig,
     AuthorConfig,
+    DataSource,
+    LocalSource,
     SubmissionConfig,
     SubmittedSystemConfig,
 )
@@ -139,6 +141,21 @@ def test_meta_values_come_from_config_and_runs(tmp_path):
     assert meta1["system"]["ensemble"] is False and meta2["system"]["ensemble"] is True
     assert meta1["results"] == {"development_testing": {"Recall1@0.7": 31.03,
                                                         "Recall1@0.5": 48.4}}
+    assert model["audio_models"].startswith("not stated")  # build_valid gives no extractor
+
+
+def test_meta_names_the_feature_extractor(tmp_path):
+    from amr.data.sources import describe_features
+    from amr.submission.package import with_feature_models
+
+    source = DataSource(source="local", local=LocalSource(extractor="M2D-CLAP 2025 (ours)"))
+    features = describe_features(source, tmp_path)
+    team = with_feature_models(make_team(), features)
+    assert all("M2D-CLAP 2025 (ours)" in s.audio_models and "M2D-CLAP 2025 (ours)" in s.text_models
+               for s in team.systems)
+    given = dataclasses.replace(make_team().systems[0], audio_models="my encoder")
+    team = with_feature_models(dataclasses.replace(make_team(), systems=[given]), features)
+    assert team.systems[0].audio_models == "my encoder"  # an explicit description is kept
 
 
 def test_build_is_deterministic(tmp_path):

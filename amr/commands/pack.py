@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-dim", type=int, default=768)
     parser.add_argument("--clip-length", type=float, default=1.0)
     parser.add_argument("--max-gt-length", type=float, default=1500.0)
+    parser.add_argument("--length-tolerance", type=float, default=2.0,
+                        help="seconds T * clip length may differ from the annotated duration")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         report = pack_split(args.annotations, args.audio_dir, args.text_dir, args.out, cfg,
-                            name=args.name, feature_source=args.feature_source)
+                            name=args.name, feature_source=args.feature_source,
+                            length_tolerance_s=args.length_tolerance)
     except DataError as exc:
         print(f"amr pack: error: {exc}", file=sys.stderr)
         return 1

@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON list of Table 1 rows {system, R1@0.5, R1@0.7, mAP, mAP@0.5, "
                              "mAP@0.75} for the generated report (default: the submitted "
                              "systems)")
+    parser.add_argument("--features", default="data/features/extractor.json",
+                        help="the packed features' extractor record, which fills empty "
+                             "audio_models / text_models (default: data/features/extractor.json "
+                             "when present)")
     parser.add_argument("--out", default="submission", help="output folder (default: submission)")
 
 
@@ -93,9 +97,12 @@ def run(args: argparse.Namespace) -> int:
                 raise SubmissionError(f"{args.table_rows}: cannot read table rows ({exc})")
             if not isinstance(table_rows, list):
                 raise SubmissionError(f"{args.table_rows}: expected a JSON list of rows")
+        features = None
+        if args.features and Path(args.features).is_file():
+            features = json.loads(Path(args.features).read_text(encoding="utf-8"))
         zip_path = build_submission(
             systems, team, Path(args.eval_list), Path(args.out),
-            Path(args.report_pdf) if args.report_pdf else None, table_rows)
+            Path(args.report_pdf) if args.report_pdf else None, table_rows, features)
         problems = validate_submission(zip_path, args.eval_list)
     except (ConfigError, SubmissionError, ValueError) as exc:
         print(f"amr package: {exc}", file=sys.stderr)

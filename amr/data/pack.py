@@ -30,6 +30,10 @@ Faults (SPEC §1) and what happens to them; each is counted and its items listed
     window_start_past_features       dropped (nothing of it is inside the features)
     query_without_valid_window       stored, flagged not trainable (kept for evaluation)
     recording_length_differs_from_duration  counted, with a histogram of T*clip - duration
+    recording_length_mismatch        |T*clip - duration| > length_tolerance_s (the real data
+                                     differs by up to 2 s): strict fails naming the file;
+                                     otherwise the recording is skipped (features of another
+                                     recording, or a broken extraction)
     recording_truncated / query_text_truncated  cut to max_audio_frames / max_text_tokens
     recording_skipped / query_skipped  broken feature files, only with strict=False
 """
@@ -64,6 +68,7 @@ FAULTS = (
     "window_start_past_features",
     "query_without_valid_window",
     "recording_length_differs_from_duration",
+    "recording_length_mismatch",
     "recording_truncated",
     "query_text_truncated",
     "recording_skipped",
@@ -106,6 +111,18 @@ def clean_windows(
             e = limit
         kept.append((s, e))
     return kept
+
+
+def length_mismatch(path: Path, n_frames: int, duration: float, cfg: DataConfig,
+                    tolerance_s: float) -> str:
+    """'' when T * clip_length is within ``tolerance_s`` of the annotated duration, else why not."""
+    difference = n_frames * cfg.clip_length - duration
+    if abs(difference) <= tolerance_s + 1e-9:
+        return ""
+    return (f"{path}: {n_frames} frames ({n_frames * cfg.clip_length:g} s) for a recording "
+            f"annotated as {duration:g} s long ({difference:+g} s, more than the "
+            f"{tolerance_s:g} s tolerance): features of another recording or a broken "
+            "extraction; re-extract this file")
 
 
 def _check_length(
@@ -168,11 +185,15 @@ def pack_split(
     cfg: DataConfig,
     name: str | None = None,
     feature_source: str | None = None,
+    extractor: dict | None = None,
+    length_tolerance_s: float = 2.0,
 ) -> dict:
     """Pack one split into ``out`` (HDF5) and write its fault report; returns the report.
 
     With ``cfg.strict`` a broken or missing feature file raises :class:`DataError` naming it
     and nothing is written; otherwise the affected recordings/queries are skipped and listed.
+    The same for a recording whose frame count is further than ``length_tolerance_s`` from its
+    annotated duration. ``extractor`` (what made the features) is stored in the manifest.
     """
     annotations, out = Path(annotations), Path(out)
     queries = read_annotations(annotations)
@@ -200,6 +221,13 @@ def pack_split(
                 path = audio_feature_path(audio_dir, q.vid)
                 try:
                     frames, blob = load_feature_file(path, AUDIO_KEY, cfg.feature_dim)
+                    mismatch = length_mismatch(path, frames.shape[0], q.duration, cfg,
+                                               length_tolerance_s)
+                    if mismatch:
+                        faults["recording_length_mismatch"].append(
+                            {"vid": q.vid, "file": str(path), "frames": frames.shape[0],
+                             "duration": q.duration})
+                        raise DataError(mismatch)
                 except DataError as exc:
                     if cfg.strict:
                         raise
@@ -272,6 +300,8 @@ def pack_split(
                 "audio_dir": str(audio_dir),
                 "text_dir": str(text_dir),
                 "feature_source": feature_source or f"npz audio={audio_dir} text={text_dir}",
+                "feature_extractor": extractor or {},
+                "length_tolerance_s": length_tolerance_s,
                 "counts": {
                     "queries": len(packed),
                     "trainable_queries": sum(p[3] for p in packed),

@@ -12,6 +12,7 @@ come from the predictions (scores dropped, rank order kept, seconds rounded as S
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -147,16 +148,32 @@ def _ordered_inputs(systems: list[SystemInputs], team: SubmissionConfig) -> list
     return [by_run[r] for r in configured]
 
 
+def with_feature_models(team: SubmissionConfig, features: dict | None) -> SubmissionConfig:
+    """Systems whose ``audio_models`` / ``text_models`` are empty get the description of the
+    extractor that made the features (``amr.data.sources.describe_features``); without that
+    record they say so."""
+    if not features:
+        unknown = "not stated (no extractor record of the features; set it in params.yaml)"
+        features = {"audio_models": unknown, "text_models": unknown}
+    systems = [dataclasses.replace(s, audio_models=s.audio_models or features["audio_models"],
+                                   text_models=s.text_models or features["text_models"])
+               for s in team.systems]
+    return dataclasses.replace(team, systems=systems)
+
+
 def build_submission(systems: list[SystemInputs], team: SubmissionConfig, eval_list: Path,
                      out_dir: Path, report_pdf: Path | None = None,
-                     table_rows: list[dict] | None = None) -> Path:
+                     table_rows: list[dict] | None = None,
+                     features: dict | None = None) -> Path:
     """Write ``<out_dir>/<Lastname>_<INST>_task6.zip`` atomically and return its path.
 
     System k is ``team.systems[k-1]``; ``systems`` supplies the files of each configured run.
     ``report_pdf`` (else ``team.report_pdf``) is copied; when neither is set a short report
     is generated with Table 1 from ``table_rows`` (default: one row per submitted system from
-    its metrics; extra rows such as the baseline may be passed in).
+    its metrics; extra rows such as the baseline may be passed in). ``features`` (the packed
+    features' ``extractor.json``) fills the systems' empty ``audio_models`` / ``text_models``.
     """
+    team = with_feature_models(team, features)
     check_team(team)
     prefix = team_file_prefix(team)
     queries = read_eval_list(eval_list)
