@@ -11,7 +11,15 @@ from pathlib import Path
 
 from amr.io import read_json, write_json
 from amr.metrics import evaluate_predictions, load_jsonl
-from amr.pipeline import METRICS_DIR, PREDICT_SPLITS, ground_truth, metrics_file, predictions, run_dir
+from amr.pipeline import (
+    METRICS_DIR,
+    PREDICT_SPLITS,
+    ground_truth,
+    metrics_file,
+    predictions,
+    query_results,
+    run_dir,
+)
 
 METRIC_KEYS = ("R1@0.5", "R1@0.7", "mAP", "mAP@0.5", "mAP@0.75")
 
@@ -73,10 +81,16 @@ def system_info(runs: SystemRuns) -> dict:
 
 
 def evaluate_system(runs: SystemRuns) -> dict:
-    """Write ``metrics/<system>.json`` (+ details, per-seed spread, system info); return metrics."""
+    """Write ``metrics/<system>.json`` (+ details, per-seed spread, per-query results, system
+    info); return metrics."""
+    from amr.analysis.queries import query_table, write_query_table
+    from amr.prediction_files import read_predictions
+
     gt = load_jsonl(ground_truth(PREDICT_SPLITS["test"]))
-    results = {label: evaluate_predictions(load_jsonl(path), gt, details=True)
-               for label, path in runs.test_predictions}
+    predicted = {label: read_predictions(path) for label, path in runs.test_predictions}
+    results = {label: evaluate_predictions(records, gt, details=True) for label, records in predicted.items()}
+    write_query_table(query_results(runs.name),
+                      {label: query_table(records, gt) for label, records in predicted.items()})
     primary = next(iter(results.values()))
     headline = {k: primary[k] for k in METRIC_KEYS}
     write_json(metrics_file(runs.name), headline)

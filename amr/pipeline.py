@@ -49,3 +49,8 @@ def predictions(system: str, split: str, seed: int | None = None) -> Path:
 
 def metrics_file(system: str) -> Path:
     return METRICS_DIR / f"{system}.json"
+
+
+def query_results(system: str) -> Path:
+    """Per-query development-testing results of every run of a system (amr.analysis.queries)."""
+    return METRICS_DIR / f"{system}.queries.csv"
