@@ -4,7 +4,8 @@ Nothing in dvc.yaml is written by hand. For every stage this module derives
 
 - which stages exist: one ``pretrain-``/``finetune-``/``predict-`` stage per trained system of
   ``systems:`` (fine-tuned once per ensemble seed when a fusion pools it), one ``fuse-`` stage
-  per fused system, one ``evaluate-`` stage per system;
+  per fused system, one ``evaluate-`` stage per system, then ``analysis``, ``tables`` and
+  ``package``;
 - ``deps``: every project file the stage script can execute (:mod:`amr.codegraph`), plus the
   data and model files it reads;
 - ``params``: exactly the keys the script's ``configure`` reads (recorded by
@@ -26,13 +27,17 @@ from amr.codegraph import ROOT, project_files
 from amr.config import ConfigError
 from amr.pipeline import (
     FEATURES_DIR,
+    FIGURES_DIR,
     METRICS_DIR,
     PREDICTIONS_DIR,
     REPORTS_DIR,
+    SIGNIFICANCE,
+    STRATA,
     SUBMISSION_DIR,
     ground_truth,
     metrics_file,
     packed,
+    query_results,
     run_dir,
 )
 
@@ -110,10 +115,19 @@ def stage_specs(params) -> list[StageSpec]:
             inputs=[_p(ground_truth("finetune_test")), _p(PREDICTIONS_DIR / system),
                     _p(run_dir("finetune", trained))],
             outs=[{_p(METRICS_DIR / f"{system}.{kind}.json"): {"cache": False}}
-                  for kind in ("details", "seeds", "info")],
+                  for kind in ("details", "seeds", "info")]
+            + [{_p(query_results(system)): {"cache": False}}],
             metrics=[{_p(metrics_file(system)): {"cache": False}}],
         ))
     systems = params.trained_systems() + params.fused_systems()
+    specs.append(StageSpec(
+        "analysis", "analysis",
+        inputs=[_p(ground_truth("finetune_test")), _p(PREDICTIONS_DIR)]
+        + [_p(p) for s in systems for p in (query_results(s), METRICS_DIR / f"{s}.seeds.json")],
+        outs=[{_p(stem.with_suffix(f".{ext}")): {"cache": False}}
+              for stem in (SIGNIFICANCE, STRATA) for ext in ("md", "csv", "tex")],
+        plots=[{_p(FIGURES_DIR): {"cache": False}}],
+    ))
     specs.append(StageSpec(
         "tables", "tables",
         inputs=[_p(METRICS_DIR / f"{s}{kind}.json") for s in systems for kind in ("", ".seeds", ".details")]

@@ -14,6 +14,9 @@ PREDICTIONS_DIR = Path("predictions")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 SUBMISSION_DIR = Path("submission/build")
+SIGNIFICANCE = REPORTS_DIR / "significance"  # .md, .csv, .tex (the analysis stage)
+STRATA = REPORTS_DIR / "strata"  # .md, .csv, .tex
+FIGURES_DIR = REPORTS_DIR / "figures"
 
 # packed splits: name -> (dataset, split)
 SPLITS = {

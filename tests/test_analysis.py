@@ -129,3 +129,42 @@ def test_benjamini_hochberg_equals_scipy():
     expected = np.array([0.01, 0.04, 0.084, 0.084, 0.084, 0.1, 0.10571429, 0.216, 0.216, 0.216])
     assert np.allclose(benjamini_hochberg(p), expected)
     assert np.array_equal(benjamini_hochberg(p), stats.false_discovery_control(p))
+
+
+# ------------------------------------------------------------------ the analysis stage
+def test_analysis_stage_writes_tables_and_figures(tmp_path, params):
+    import pandas as pd
+
+    from analysis_project import build
+    from projectkit import run_stage
+
+    root = build(tmp_path / "project", params)
+    proc = run_stage(root, "analysis")
+    assert proc.returncode == 0, proc.stderr
+    reports = root / "reports"
+    for name in ("significance", "strata"):
+        for ext in ("md", "csv", "tex"):
+            assert (reports / f"{name}.{ext}").stat().st_size > 0
+    for figure in ("differences", "r1_by_stratum", "timelines"):
+        assert (reports / "figures" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
+
+    table = pd.read_csv(reports / "significance.csv")
+    comparisons = params.analysis.comparisons(params.system_names())
+    assert list(dict.fromkeys(zip(table["system"], table["against"]))) == comparisons
+    assert np.allclose(table["q"], stats.false_discovery_control(table["p"]))
+    # one row recomputed from the per-query files the evaluate stage wrote
+    a = read_query_table(root / "metrics/slot1.queries.csv")["seed 2023"]
+    b = read_query_table(root / "metrics/slot2.queries.csv")["seed 2023"]
+    a, b = a[a["subset"] == "all"], b[b["subset"] == "all"]
+    row = table[(table["system"] == "slot2") & (table["against"] == "slot1") & (table["metric"] == "R1@0.7")].iloc[0]
+    assert row["p"] == pytest.approx(mcnemar_exact(a["R1@0.7"], b.set_index("qid").loc[a["qid"], "R1@0.7"]))
+    assert row["delta"] == pytest.approx(100 * (b["R1@0.7"].mean() - a["R1@0.7"].mean()))
+    assert row["ci_low"] < row["delta"] < row["ci_high"] and row["significant"]
+    # seed spread: slot3 has two seeds, and its sd stands beside its comparisons
+    assert "slot3    | 2" in (reports / "significance.md").read_text()
+    assert table[table["system"] == "slot3"]["seed_sd"].notna().all()
+
+    strata_rows = pd.read_csv(reports / "strata.csv")
+    assert set(strata_rows["stratification"]) == {"GT-window length", "GT windows per query", "recording duration"}
+    baseline = strata_rows[strata_rows["system"] == "baseline"]
+    assert baseline[baseline["stratification"] == "recording duration"]["queries"].sum() == 352
