@@ -168,3 +168,29 @@ def test_analysis_stage_writes_tables_and_figures(tmp_path, params):
     assert set(strata_rows["stratification"]) == {"GT-window length", "GT windows per query", "recording duration"}
     baseline = strata_rows[strata_rows["system"] == "baseline"]
     assert baseline[baseline["stratification"] == "recording duration"]["queries"].sum() == 352
+
+
+# ------------------------------------------------------------------ amr compare
+def test_compare_prints_a_table_and_one_json_line(tmp_path, capsys):
+    from amr.cli import main
+
+    shifted = tmp_path / "b.jsonl"
+    lines = PREDS.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for r in records[::3]:  # every third query: top-1 moved to the end
+        r["pred_relevant_windows"] = r["pred_relevant_windows"][1:] + r["pred_relevant_windows"][:1]
+    shifted.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["compare", str(PREDS), str(PREDS), str(GT), "--resamples", "300"]) == 0
+    same = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(m["p"] == 1.0 and m["ci"] == [0.0, 0.0] for m in same["metrics"].values())
+    assert main(["compare", str(PREDS), str(shifted), str(GT), "--resamples", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "| R1@0.7" in out
+    result = json.loads(out.strip().splitlines()[-1])
+    official = evaluate_predictions(load_jsonl(shifted), load_jsonl(GT))
+    assert round(result["metrics"]["R1@0.7"]["b"], 2) == official["R1@0.7"]
+    assert result["metrics"]["R1@0.7"]["delta"] < 0 and result["metrics"]["mAP"]["p"] == 1.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(PREDS.read_text().replace("[0.0, 11.0, 0.9833]", "[11.0, 0.0, 0.9833]", 1))
+    assert main(["compare", str(PREDS), str(bad), str(GT)]) == 2
+    assert "bad.jsonl:1: qid rqfQRErjfk8_1" in capsys.readouterr().err
