@@ -131,7 +131,7 @@ def stage_specs(params) -> list[StageSpec]:
     specs.append(StageSpec(
         "tables", "tables",
         inputs=[_p(METRICS_DIR / f"{s}{kind}.json") for s in systems for kind in ("", ".seeds", ".details")]
-        + [_p(run_dir("finetune", s)) for s in params.trained_systems()],
+        + [_p(run_dir("finetune", s)) for s in params.trained_systems()] + [_p(SIGNIFICANCE.with_suffix(".csv"))],
         outs=[{_p(REPORTS_DIR / f"table1.{ext}"): {"cache": False}} for ext in ("md", "csv", "tex")],
         plots=[{_p(REPORTS_DIR / "r1_by_length.csv"): {
                    "cache": False, "x": "R1@0.7", "y": "label", "template": "bar_horizontal",
@@ -140,7 +140,8 @@ def stage_specs(params) -> list[StageSpec]:
     ))
     specs.append(StageSpec(
         "package", "package",
-        inputs=[_p(ground_truth("evaluation")), _p(PREDICTIONS_DIR), _p(METRICS_DIR)]
+        inputs=[_p(ground_truth("evaluation")), _p(PREDICTIONS_DIR), _p(METRICS_DIR),
+                _p(SIGNIFICANCE.with_suffix(".csv"))]
         + ([params.submission.report_pdf] if params.submission.report_pdf else []),
         outs=[_p(SUBMISSION_DIR)],
     ))

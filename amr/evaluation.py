@@ -107,15 +107,20 @@ def evaluate_system(runs: SystemRuns) -> dict:
 
 
 def table1(systems: list[SystemRuns], caption: str):
-    """Table 1: every system on development-testing, best per column in bold."""
+    """Table 1: every system on development-testing, best per column in bold, ``*`` where the
+    difference to the row above is significant (the analysis stage's tests)."""
+    from amr.analysis.report import marks_against_previous
+    from amr.pipeline import SIGNIFICANCE
     from amr.tables import Row, Table
 
+    marks, note = marks_against_previous(SIGNIFICANCE.with_suffix(".csv"), [r.name for r in systems])
     rows = []
     for runs in systems:
         metrics = read_json(metrics_file(runs.name))
         seeds = read_json(METRICS_DIR / f"{runs.name}.seeds.json")
-        rows.append(Row(runs.label, metrics, seeds["spread"] if len(seeds["seeds"]) > 1 else None))
-    return Table(caption, rows)
+        rows.append(Row(runs.label, metrics, seeds["spread"] if len(seeds["seeds"]) > 1 else None,
+                        marks=marks.get(runs.name, {})))
+    return Table(caption, rows, note=note)
 
 
 def r1_by_length_rows(systems: list[SystemRuns]) -> list[dict]:

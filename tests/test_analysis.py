@@ -194,3 +194,22 @@ def test_compare_prints_a_table_and_one_json_line(tmp_path, capsys):
     bad.write_text(PREDS.read_text().replace("[0.0, 11.0, 0.9833]", "[11.0, 0.0, 0.9833]", 1))
     assert main(["compare", str(PREDS), str(bad), str(GT)]) == 2
     assert "bad.jsonl:1: qid rqfQRErjfk8_1" in capsys.readouterr().err
+
+
+def test_table1_marks_significant_differences_to_the_row_above(tmp_path, params, monkeypatch):
+    from analysis_project import build
+    from amr.analysis.pipeline import run_analysis
+    from amr.evaluation import system_runs, table1
+    from amr.tables import to_markdown
+
+    root = build(tmp_path / "project", params)
+    monkeypatch.chdir(root)
+    systems = [system_runs(params, n) for n in params.system_names()]
+    cfg = params.analysis.__class__(resamples=200, timelines=0)
+    run_analysis(systems, cfg.comparisons(params.system_names()), cfg, 1.0)
+    table = table1(systems, "t")
+    assert table.rows[0].marks == {}  # the first row has nothing above it
+    assert all(row.marks == {m: "*" for m in ("R1@0.5", "R1@0.7", "mAP", "mAP@0.5", "mAP@0.75")}
+               for row in table.rows[1:])  # each slot answers 40 more queries exactly
+    text = to_markdown(table)
+    assert "*" in text.splitlines()[5] and "Benjamini-Hochberg q < 0.05" in text

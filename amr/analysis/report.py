@@ -70,7 +70,23 @@ def significance(systems: dict[str, SystemResults], comparisons: list[tuple[str,
     if len(table):
         table["q"] = benjamini_hochberg(table["p"].to_numpy())
         table["significant"] = table["q"] < cfg.fdr
+        table["fdr"] = cfg.fdr
     return table
+
+
+def marks_against_previous(path, order: list[str]) -> tuple[dict[str, dict[str, str]], str]:
+    """From a significance CSV: system -> {metric: "*"} where its difference to the system
+    before it in ``order`` is significant, and the note that explains the mark."""
+    table = pd.read_csv(path)
+    previous = dict(zip(order[1:], order[:-1]))
+    marks: dict[str, dict[str, str]] = {}
+    for row in table.itertuples(index=False):
+        if previous.get(row.system) == row.against and row.significant:
+            marks.setdefault(row.system, {})[row.metric] = "*"
+    fdr = f"{table['fdr'].iloc[0]:g}" if len(table) else ""
+    note = (f"* the difference to the row above is significant (paired test on the queries, "
+            f"Benjamini-Hochberg q < {fdr} over all tests of reports/significance.md).")
+    return marks, note
 
 
 def strata_table(systems: dict[str, SystemResults], order: list[str], cfg: AnalysisConfig) -> pd.DataFrame:
