@@ -213,3 +213,30 @@ def test_table1_marks_significant_differences_to_the_row_above(tmp_path, params,
                for row in table.rows[1:])  # each slot answers 40 more queries exactly
     text = to_markdown(table)
     assert "*" in text.splitlines()[5] and "Benjamini-Hochberg q < 0.05" in text
+
+
+def test_table2_rows_get_the_paired_interval_against_their_selected_row(baseline_table):
+    from analysis_project import improved
+    from amr import ablations
+    from amr.config import AnalysisConfig
+
+    records = read_predictions(PREDS)
+    gt = {d["qid"]: d for d in load_jsonl(GT)}
+    better = query_table(improved(records, gt, 60, seed=0), load_jsonl(GT))
+    m = {"R1@0.5": 1.0, "R1@0.7": 2.0, "mAP": 3.0, "mAP@0.5": 4.0, "mAP@0.75": 5.0}
+    data = [{"rev": "workspace", "data": {}},
+            {"rev": "abc", "data": {"metrics": {"metrics/slot1.json": {"data": m}}}, "experiments": [
+                {"name": "t2-coarse025-norerank", "executor": {"state": "success"}, "revs": [
+                    {"rev": "def", "name": "t2-coarse025-norerank",
+                     "data": {"metrics": {"metrics/slot1.json": {"data": m}}}}]}]}]
+    files = {(None, "slot1"): baseline_table, ("def", "slot1"): better}
+    table = ablations.collect(data, query_results=lambda rev, system: files.get((rev, system)),
+                              analysis=AnalysisConfig(resamples=500))
+    rows = {r.label: r for r in table.rows}
+    mark = rows["γc=0.25, no rerank"].marks["R1@0.7"]  # against "γc=0.25, + rerank" = slot1
+    delta = 100 * (better.query("subset == 'all'")["R1@0.7"].mean() - baseline_table.query("subset == 'all'")["R1@0.7"].mean())
+    assert mark.startswith(f" (Δ {delta:+.2f} [")
+    low, high = (float(x) for x in mark.split("[")[1].rstrip("])").split(", "))
+    assert 0 < low < delta < high
+    assert rows["γc=0.25, + rerank"].marks == {} and rows["σ=0.03"].marks == {}  # selected; not run
+    assert "paired bootstrap 95% interval" in table.note
