@@ -120,26 +120,84 @@ def experiments_by_name(exp_show: list[dict]) -> tuple[dict[str, dict], dict]:
             for rev in exp.get("revs") or []:
                 name = rev.get("name") or exp.get("name")
                 if name and not rev.get("error"):
-                    by_name[name] = rev.get("data") or {}
+                    by_name[name] = {**(rev.get("data") or {}), "rev": rev.get("rev")}
     return by_name, baseline or {}
 
 
-def collect(exp_show: list[dict], grid: list[Variant] = GRID, title: str = "Ablations on development-testing") -> Table:
-    """Table 2 from ``dvc exp show --json`` output; missing runs show as empty cells."""
+def collect(exp_show: list[dict], grid: list[Variant] = GRID, title: str = "Ablations on development-testing",
+            query_results=None, analysis=None) -> Table:
+    """Table 2 from ``dvc exp show --json`` output; missing runs show as empty cells.
+
+    With ``query_results(rev, system)`` (per-query results of a system in an experiment's
+    commit, ``rev`` None for the workspace; None when absent), each row's R1@0.7 gets the
+    difference to its group's selected (bold) row with a paired bootstrap interval, drawn as
+    ``analysis`` (an AnalysisConfig) says."""
     by_name, baseline = experiments_by_name(exp_show)
     rows_by_name: dict[str, Row] = {}
+    source: dict[str, tuple[str | None, str] | None] = {}  # row -> (rev, system) of its run
     table = Table(title, bold_best=False)
     for v in grid:
         if v.same_as in rows_by_name:
             metrics = rows_by_name[v.same_as].metrics
+            source[v.name] = source[v.same_as]
         elif v.same_as is not None:
             metrics = _metrics_of(baseline, v.same_as)
+            source[v.name] = (None, v.same_as)
         else:
             metrics = _metrics_of(by_name.get(v.name, {}), v.system)
+            source[v.name] = (by_name[v.name]["rev"], v.system) if v.name in by_name else None
         row = Row(v.label, metrics or {}, bold=v.bold, group=v.group)
         rows_by_name[v.name] = row
         table.rows.append(row)
+    if query_results is not None:
+        _mark_differences(grid, rows_by_name, source, query_results, analysis)
+        table.note = ("In parentheses: R1@0.7 minus the group's selected (bold) row on the same "
+                      "development-testing queries, with a paired bootstrap "
+                      f"{100 * analysis.confidence:g}% interval; an interval without 0 is above "
+                      "the noise of the query sample (not of the training seed).")
     return table
+
+
+def _mark_differences(grid, rows_by_name, source, query_results, analysis) -> None:
+    from amr.analysis.queries import ALL, paired
+    from amr.analysis.report import rng_for
+    from amr.analysis.stats import bootstrap_interval
+
+    def r1(name):
+        where = source.get(name)
+        table = query_results(*where) if where else None
+        return None if table is None else table[table["subset"] == ALL]
+
+    selected = {v.group: v.name for v in grid if v.bold}
+    for v in grid:
+        reference = selected.get(v.group)
+        if v.bold or reference is None or source.get(v.name) == source.get(reference):
+            continue
+        mine, theirs = r1(v.name), r1(reference)
+        if mine is None or theirs is None:
+            continue
+        base, other = paired(theirs, mine, f"{v.name} vs {reference}")
+        ci = bootstrap_interval(base["R1@0.7"].to_numpy(), other["R1@0.7"].to_numpy(), analysis.resamples,
+                                rng_for(analysis, v.name, reference, "R1@0.7"), analysis.confidence)
+        rows_by_name[v.name].marks["R1@0.7"] = (f" (Δ {100 * ci.delta:+.2f} [{100 * ci.low:+.2f}, "
+                                                 f"{100 * ci.high:+.2f}])")
+
+
+def git_query_results(rev: str | None, system: str):
+    """Per-query results of ``system`` in commit ``rev`` (None: the workspace), or None."""
+    import io
+    from pathlib import Path
+
+    from amr.analysis.queries import read_query_table
+    from amr.pipeline import query_results
+
+    path = query_results(system)
+    if rev is None:
+        return next(iter(read_query_table(path).values())) if Path(path).is_file() else None
+    shown = subprocess.run(["git", "show", f"{rev}:{path.as_posix()}"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        return None
+    return next(iter(read_query_table(io.StringIO(shown.stdout)).values()))
 
 
 def exp_show_json(dvc: str | None = None) -> list[dict]:

@@ -8,6 +8,7 @@ import sys
 # subcommand -> module in amr.commands (kept sorted)
 COMMANDS = {
     "ablations": "amr.commands.ablations",
+    "compare": "amr.commands.compare",
     "demo-data": "amr.commands.demo_data",
     "describe-model": "amr.commands.describe_model",
     "evaluate": "amr.commands.evaluate",

@@ -420,6 +420,54 @@ class FusionConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+# Significance, strata and figures (the ``analysis`` stage)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ComparisonConfig:
+    system: str = ""  # compared ...
+    against: str = ""  # ... with this one: differences are system - against
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    seed: int = 0  # seeds the resampling and the choice of the queries drawn as timelines
+    resamples: int = 10000  # bootstrap and sign-flip resamples per test
+    confidence: float = 0.95  # of the paired bootstrap intervals
+    fdr: float = 0.05  # Benjamini-Hochberg level: q below it is marked significant
+    against_previous: bool = True  # each system against the one before it in ``systems:``
+    against: list[str] = field(default_factory=lambda: ["baseline"])  # each system against these
+    pairs: list[ComparisonConfig] = field(default_factory=list)  # further comparisons
+    timelines: int = 4  # development-testing queries drawn for the timeline figure
+
+    def validate(self, systems: list[str]) -> None:
+        if self.resamples < 1:
+            raise ConfigError(f"analysis.resamples must be >= 1, got {self.resamples}")
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"analysis.confidence must be in (0, 1), got {self.confidence}")
+        if not 0 < self.fdr < 1:
+            raise ConfigError(f"analysis.fdr must be in (0, 1), got {self.fdr}")
+        if self.timelines < 0:
+            raise ConfigError(f"analysis.timelines must be >= 0, got {self.timelines}")
+        named = [("analysis.against", n) for n in self.against] + [
+            (f"analysis.pairs[{i}]", n) for i, p in enumerate(self.pairs) for n in (p.system, p.against)]
+        for where, name in named:
+            if name not in systems:
+                raise ConfigError(f"{where}: {name!r} is not a system; systems: {systems}")
+
+    def comparisons(self, systems: list[str]) -> list[tuple[str, str]]:
+        """(system, against) pairs in a fixed order, each once: against the previous system,
+        against each reference, then the extra pairs."""
+        self.validate(systems)
+        out: list[tuple[str, str]] = []
+        for i, name in enumerate(systems):
+            if self.against_previous and i > 0:
+                out.append((name, systems[i - 1]))
+            out += [(name, ref) for ref in self.against if ref != name]
+        out += [(p.system, p.against) for p in self.pairs]
+        return list(dict.fromkeys(pair for pair in out if pair[0] != pair[1]))
+
+
+# ---------------------------------------------------------------------------------------------
 # DCASE submission package (SPEC §5): the ``submission:`` block of params.yaml
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -533,6 +581,8 @@ def _coerce(value: Any, tp: Any, key: str, on_leaf: LeafReader | None, owner: tu
     if origin is list and _is_dataclass_type(typing.get_args(tp)[0]):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if not value and on_leaf is not None:  # an empty list is a leaf of its own
+            on_leaf(key, *owner)
         return [from_dict(typing.get_args(tp)[0], v, f"{key}[{i}]", on_leaf) for i, v in enumerate(value)]
     if on_leaf is not None:
         on_leaf(key, *owner)

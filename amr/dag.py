@@ -4,7 +4,8 @@ Nothing in dvc.yaml is written by hand. For every stage this module derives
 
 - which stages exist: one ``pretrain-``/``finetune-``/``predict-`` stage per trained system of
   ``systems:`` (fine-tuned once per ensemble seed when a fusion pools it), one ``fuse-`` stage
-  per fused system, one ``evaluate-`` stage per system;
+  per fused system, one ``evaluate-`` stage per system, then ``analysis``, ``tables`` and
+  ``package``;
 - ``deps``: every project file the stage script can execute (:mod:`amr.codegraph`), plus the
   data and model files it reads;
 - ``params``: exactly the keys the script's ``configure`` reads (recorded by
@@ -26,15 +27,19 @@ from amr.codegraph import ROOT, project_files
 from amr.config import ConfigError
 from amr.pipeline import (
     FEATURES_DIR,
+    FIGURES_DIR,
     METRICS_DIR,
     PORTABLE_M2D,
     PREDICTIONS_DIR,
     REPORTS_DIR,
+    SIGNIFICANCE,
     SPLITS,
+    STRATA,
     SUBMISSION_DIR,
     ground_truth,
     metrics_file,
     packed,
+    query_results,
     run_dir,
 )
 
@@ -112,14 +117,23 @@ def stage_specs(params) -> list[StageSpec]:
             inputs=[_p(ground_truth("finetune_test")), _p(PREDICTIONS_DIR / system),
                     _p(run_dir("finetune", trained))],
             outs=[{_p(METRICS_DIR / f"{system}.{kind}.json"): {"cache": False}}
-                  for kind in ("details", "seeds", "info")],
+                  for kind in ("details", "seeds", "info")]
+            + [{_p(query_results(system)): {"cache": False}}],
             metrics=[{_p(metrics_file(system)): {"cache": False}}],
         ))
     systems = params.trained_systems() + params.fused_systems()
     specs.append(StageSpec(
+        "analysis", "analysis",
+        inputs=[_p(ground_truth("finetune_test")), _p(PREDICTIONS_DIR)]
+        + [_p(p) for s in systems for p in (query_results(s), METRICS_DIR / f"{s}.seeds.json")],
+        outs=[{_p(stem.with_suffix(f".{ext}")): {"cache": False}}
+              for stem in (SIGNIFICANCE, STRATA) for ext in ("md", "csv", "tex")],
+        plots=[{_p(FIGURES_DIR): {"cache": False}}],
+    ))
+    specs.append(StageSpec(
         "tables", "tables",
         inputs=[_p(METRICS_DIR / f"{s}{kind}.json") for s in systems for kind in ("", ".seeds", ".details")]
-        + [_p(run_dir("finetune", s)) for s in params.trained_systems()],
+        + [_p(run_dir("finetune", s)) for s in params.trained_systems()] + [_p(SIGNIFICANCE.with_suffix(".csv"))],
         outs=[{_p(REPORTS_DIR / f"table1.{ext}"): {"cache": False}} for ext in ("md", "csv", "tex")],
         plots=[{_p(REPORTS_DIR / "r1_by_length.csv"): {
                    "cache": False, "x": "R1@0.7", "y": "label", "template": "bar_horizontal",
@@ -129,7 +143,7 @@ def stage_specs(params) -> list[StageSpec]:
     specs.append(StageSpec(
         "package", "package",
         inputs=[_p(ground_truth("evaluation")), _p(FEATURES_DIR / "extractor.json"),
-                _p(PREDICTIONS_DIR), _p(METRICS_DIR)]
+                _p(PREDICTIONS_DIR), _p(METRICS_DIR), _p(SIGNIFICANCE.with_suffix(".csv"))]
         + ([params.submission.report_pdf] if params.submission.report_pdf else []),
         outs=[_p(SUBMISSION_DIR)],
     ))

@@ -11,7 +11,15 @@ from pathlib import Path
 
 from amr.io import read_json, write_json
 from amr.metrics import evaluate_predictions, load_jsonl
-from amr.pipeline import METRICS_DIR, PREDICT_SPLITS, ground_truth, metrics_file, predictions, run_dir
+from amr.pipeline import (
+    METRICS_DIR,
+    PREDICT_SPLITS,
+    ground_truth,
+    metrics_file,
+    predictions,
+    query_results,
+    run_dir,
+)
 
 METRIC_KEYS = ("R1@0.5", "R1@0.7", "mAP", "mAP@0.5", "mAP@0.75")
 
@@ -73,10 +81,16 @@ def system_info(runs: SystemRuns) -> dict:
 
 
 def evaluate_system(runs: SystemRuns) -> dict:
-    """Write ``metrics/<system>.json`` (+ details, per-seed spread, system info); return metrics."""
+    """Write ``metrics/<system>.json`` (+ details, per-seed spread, per-query results, system
+    info); return metrics."""
+    from amr.analysis.queries import query_table, write_query_table
+    from amr.prediction_files import read_predictions
+
     gt = load_jsonl(ground_truth(PREDICT_SPLITS["test"]))
-    results = {label: evaluate_predictions(load_jsonl(path), gt, details=True)
-               for label, path in runs.test_predictions}
+    predicted = {label: read_predictions(path) for label, path in runs.test_predictions}
+    results = {label: evaluate_predictions(records, gt, details=True) for label, records in predicted.items()}
+    write_query_table(query_results(runs.name),
+                      {label: query_table(records, gt) for label, records in predicted.items()})
     primary = next(iter(results.values()))
     headline = {k: primary[k] for k in METRIC_KEYS}
     write_json(metrics_file(runs.name), headline)
@@ -93,15 +107,20 @@ def evaluate_system(runs: SystemRuns) -> dict:
 
 
 def table1(systems: list[SystemRuns], caption: str):
-    """Table 1: every system on development-testing, best per column in bold."""
+    """Table 1: every system on development-testing, best per column in bold, ``*`` where the
+    difference to the row above is significant (the analysis stage's tests)."""
+    from amr.analysis.report import marks_against_previous
+    from amr.pipeline import SIGNIFICANCE
     from amr.tables import Row, Table
 
+    marks, note = marks_against_previous(SIGNIFICANCE.with_suffix(".csv"), [r.name for r in systems])
     rows = []
     for runs in systems:
         metrics = read_json(metrics_file(runs.name))
         seeds = read_json(METRICS_DIR / f"{runs.name}.seeds.json")
-        rows.append(Row(runs.label, metrics, seeds["spread"] if len(seeds["seeds"]) > 1 else None))
-    return Table(caption, rows)
+        rows.append(Row(runs.label, metrics, seeds["spread"] if len(seeds["seeds"]) > 1 else None,
+                        marks=marks.get(runs.name, {})))
+    return Table(caption, rows, note=note)
 
 
 def r1_by_length_rows(systems: list[SystemRuns]) -> list[dict]:

@@ -117,15 +117,20 @@ def _prepare(predictions: list[dict], ground_truth: list[dict], length_range=GT_
 # ---------------------------------------------------------------------------------------------
 # R1 and AP
 # ---------------------------------------------------------------------------------------------
-def _recall_at_one(queries: list[_Query], thresholds) -> dict[float, float]:
-    if not queries:
-        return {t: float("nan") for t in thresholds}
+def _top1_iou(queries: list[_Query]) -> np.ndarray:
+    """IoU of each query's first listed window with its best-matching GT window: (Q,)."""
     top1 = np.stack([q.top1 for q in queries])
     chosen = []
     for q, p in zip(queries, top1):
         ious = iou_cross(p[None], q.gt)[0]
         chosen.append(q.gt[int(np.argmax(ious))])
-    ious = iou_paired_hull(top1, np.stack(chosen))
+    return iou_paired_hull(top1, np.stack(chosen))
+
+
+def _recall_at_one(queries: list[_Query], thresholds) -> dict[float, float]:
+    if not queries:
+        return {t: float("nan") for t in thresholds}
+    ious = _top1_iou(queries)
     return {t: float(np.mean(ious >= t)) for t in thresholds}
 
 
@@ -239,6 +244,36 @@ def evaluate_predictions(predictions: list[dict], ground_truth: list[dict], deta
         out["by_gt_length"] = by_length
         out["by_gt_count"] = by_count
     return out
+
+
+PER_QUERY_COLUMNS = ("qid", "R1@0.5", "R1@0.7", "IoU", "AP", "AP@0.5", "AP@0.75", "gt_windows")
+
+
+def per_query_results(predictions: list[dict], ground_truth: list[dict],
+                      length_range=GT_LENGTH_RANGE) -> dict[str, np.ndarray]:
+    """The official metrics query by query (0/1 hits and APs, not ×100), in GT order.
+
+    ``R1@θ``: the top-1 window's hit; ``IoU``: its IoU; ``AP``: AP averaged over the ten IoU
+    thresholds; ``AP@0.5`` / ``AP@0.75``: AP at one threshold; ``gt_windows``: GT windows kept.
+    Rows follow the predictions file. The column means are the official R1@θ, mAP, mAP@0.5
+    and mAP@0.75 (÷100). With
+    ``length_range``, only GT windows of that length count (the ``--details`` length buckets).
+    """
+    queries = _prepare(predictions, ground_truth, length_range=length_range)
+    if not queries:
+        return {c: np.zeros(0, dtype=object if c == "qid" else float) for c in PER_QUERY_COLUMNS}
+    iou = _top1_iou(queries)
+    ap = _average_precision(queries, IOU_THRESHOLDS)
+    return {
+        "qid": np.array([q.qid for q in queries], dtype=object),
+        "R1@0.5": (iou >= 0.5).astype(float),
+        "R1@0.7": (iou >= 0.7).astype(float),
+        "IoU": iou,
+        "AP": ap.mean(1),
+        "AP@0.5": ap[:, 0],
+        "AP@0.75": ap[:, 5],
+        "gt_windows": np.array([len(q.gt) for q in queries], dtype=float),
+    }
 
 
 def load_jsonl(path) -> list[dict]:

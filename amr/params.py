@@ -12,7 +12,7 @@ Layout of the file (the file itself documents every knob):
   (``slot1: {coarse: {enabled: true}, rerank: {enabled: true}}``); a fused system (slot 4) is
   ``{fuse: {base, ensemble, saliency_proposals}}``.
 - ``saliency_proposals``, ``ensemble``, ``train`` (with ``train.pretrain`` and
-  ``train.finetune``), ``inference``, ``submission``.
+  ``train.finetune``), ``inference``, ``submission``, ``analysis``.
 
 The values in the file are the values that run. The one merge rule: a system may set a knob of a
 component it enables (``systems.slot1.coarse.gamma: 0.5``), and that value wins over the
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from amr.config import (
     COMPONENTS,
+    AnalysisConfig,
     SCHEDULES,
     BackboneConfig,
     ConfigError,
@@ -60,6 +61,7 @@ SECTION_TYPES: dict[str, type] = {
     "ensemble": EnsembleConfig,
     "inference": InferenceConfig,
     "submission": SubmissionConfig,
+    "analysis": AnalysisConfig,
 }
 SOURCE_KEYS = tuple(f.name for f in dataclasses.fields(DataSource))  # data.source and its blocks
 TOP_LEVEL = ("data", "train", "systems", *SECTION_TYPES)
@@ -221,6 +223,10 @@ class Params:
     @property
     def saliency_proposals(self) -> SaliencyProposalsConfig:
         return self._section("saliency_proposals")
+
+    @property
+    def analysis(self) -> AnalysisConfig:
+        return self._section("analysis")
 
     @property
     def submission(self) -> SubmissionConfig:

@@ -14,6 +14,9 @@ PREDICTIONS_DIR = Path("predictions")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 SUBMISSION_DIR = Path("submission/build")
+SIGNIFICANCE = REPORTS_DIR / "significance"  # .md, .csv, .tex (the analysis stage)
+STRATA = REPORTS_DIR / "strata"  # .md, .csv, .tex
+FIGURES_DIR = REPORTS_DIR / "figures"
 
 # where a clone of the M2D repository keeps portable_m2d.py (data.extract.m2d.repo), first found
 PORTABLE_M2D = ("examples/portable_m2d.py", "portable_m2d.py")
@@ -52,3 +55,8 @@ def predictions(system: str, split: str, seed: int | None = None) -> Path:
 
 def metrics_file(system: str) -> Path:
     return METRICS_DIR / f"{system}.json"
+
+
+def query_results(system: str) -> Path:
+    """Per-query development-testing results of every run of a system (amr.analysis.queries)."""
+    return METRICS_DIR / f"{system}.queries.csv"

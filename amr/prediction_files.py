@@ -3,6 +3,7 @@ scored windows best first) and ``PRED.saliency.npz`` beside it (per-frame salien
 float32, key = qid)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,44 @@ def saliency_path(predictions_path: str | Path) -> Path:
 
 
 def read_predictions(path: str | Path) -> list[dict]:
+    """The records of a predictions file, each checked by :func:`check_prediction`; a qid on
+    two lines is an error too (the official scorer's result is undefined for both)."""
     records = []
+    first_line: dict[str, str] = {}
     for where, record in iter_jsonl(
         path, PredictionFileError, "predictions file (create it with `amr predict`)"
     ):
-        if "qid" not in record:
-            raise PredictionFileError(f"{where}: expected a JSON object with a 'qid'")
+        check_prediction(where, record)
+        qid = str(record["qid"])
+        if qid in first_line:
+            raise PredictionFileError(f"{where}: qid {qid} again (first at {first_line[qid]}); "
+                                      "write one line per query")
+        first_line[qid] = where
         records.append(record)
     return records
+
+
+def check_prediction(where: str, record: dict) -> None:
+    """Raise PredictionFileError naming ``where`` (``path:line``) and the qid unless every
+    listed window is ``[start, end]`` or ``[start, end, score]`` of finite numbers with
+    ``start <= end``."""
+    if "qid" not in record:
+        raise PredictionFileError(f"{where}: expected a JSON object with a 'qid'")
+    qid = record["qid"]
+    windows = record.get("pred_relevant_windows")
+    if windows is None:
+        return
+    if not isinstance(windows, list):
+        raise PredictionFileError(f"{where}: qid {qid}: pred_relevant_windows is not a list")
+    for i, w in enumerate(windows):
+        what = f"{where}: qid {qid}: window {i} {w!r}"
+        if not isinstance(w, list) or len(w) not in (2, 3) \
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in w):
+            raise PredictionFileError(f"{what} is not [start, end] or [start, end, score] numbers")
+        if not all(math.isfinite(v) for v in w):
+            raise PredictionFileError(f"{what} holds NaN or infinity")
+        if w[1] < w[0]:
+            raise PredictionFileError(f"{what} ends before it starts")
 
 
 def write_predictions(path: str | Path, records: list[dict]) -> None:

@@ -15,6 +15,7 @@ class Row:
     spread: dict | None = None  # metric key -> {"mean", "sd"} over seeds
     bold: bool = False  # the whole row in bold (Table 2: selected configuration)
     group: str = ""  # Table 2 group heading
+    marks: dict = field(default_factory=dict)  # metric key -> mark after the value (significance)
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Table:
     title: str
     rows: list[Row] = field(default_factory=list)
     bold_best: bool = True  # bold the best value per column (Table 1)
+    note: str = ""  # below the Markdown table (e.g. what the marks mean)
 
     def best(self) -> dict:
         out = {}
@@ -33,7 +35,7 @@ class Table:
 
 def _cell(row: Row, key: str) -> str:
     value = row.metrics.get(key)
-    text = "–" if value is None else f"{value:.2f}"
+    text = "–" if value is None else f"{value:.2f}{row.marks.get(key, '')}"
     if row.spread and row.spread.get(key, {}).get("sd") is not None:
         text += f" ({row.spread[key]['mean']:.2f} ± {row.spread[key]['sd']:.2f})"
     return text
@@ -57,6 +59,8 @@ def to_markdown(table: Table) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if any(r.spread and any(v.get("sd") is not None for v in r.spread.values()) for r in table.rows):
         lines += ["", "Values in parentheses: mean ± sd over the system's seeds."]
+    if table.note:
+        lines += ["", table.note]
     return "\n".join(lines) + "\n"
 
 

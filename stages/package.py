@@ -34,13 +34,14 @@ def run(job: Job) -> None:
 
     inputs = [SystemInputs(runs.name, runs.evaluation_predictions, metrics_file(runs.name),
                            METRICS_DIR / f"{runs.name}.info.json") for runs in job.submitted]
-    rows = [{"system": r.label, **r.metrics} for r in table1(list(job.table), "").rows]
+    table = table1(list(job.table), "")
+    rows = [{"system": r.label, **r.metrics, "marks": r.marks} for r in table.rows]
     eval_list = ground_truth(PREDICT_SPLITS["evaluation"])
     from amr.io import read_json
     from amr.pipeline import FEATURES_DIR
 
     zip_path = build_submission(inputs, job.team, eval_list, SUBMISSION_DIR, table_rows=rows,
-                                features=read_json(FEATURES_DIR / "extractor.json"))
+                                table_notes=table.note, features=read_json(FEATURES_DIR / "extractor.json"))
     problems = validate_submission(zip_path, eval_list)
     if problems:
         print(f"{zip_path}: INVALID submission", file=sys.stderr)

@@ -14,6 +14,8 @@ def add_arguments(parser) -> None:
     t.add_argument("--exp-json", help="read this `dvc exp show --json` output instead of running dvc")
     t.add_argument("--out", default="reports/table2", help="output stem (default reports/table2)")
     t.add_argument("--dvc", help="dvc executable (default: on PATH, else beside this Python)")
+    t.add_argument("--params", default="params.yaml",
+                   help="params file whose analysis: section sets the resampling (default params.yaml)")
 
 
 def run(args) -> int:
@@ -29,8 +31,11 @@ def run(args) -> int:
               "(the others reuse a Table-1 system or another row); run them with "
               "`dvc queue start -j N`, then `amr ablations table`")
         return 0
+    from amr.params import Params
+
     data = json.loads(Path(args.exp_json).read_text()) if args.exp_json else ablations.exp_show_json(args.dvc)
-    table = ablations.collect(data)
+    table = ablations.collect(data, query_results=ablations.git_query_results,
+                              analysis=Params.load(args.params).analysis)
     paths = write_table(table, args.out)
     print(to_markdown(table))
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -18,15 +18,16 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from amr.metrics import MetricsError, evaluate_predictions, load_jsonl
+    from amr.prediction_files import PredictionFileError, read_predictions
 
     try:
-        preds = load_jsonl(args.predictions)
+        preds = read_predictions(args.predictions)
         gt = load_jsonl(args.ground_truth)
         result = evaluate_predictions(preds, gt, details=args.details)
     except FileNotFoundError as exc:
         print(f"error: {exc.filename}: file not found", file=sys.stderr)
         return 2
-    except MetricsError as exc:
+    except (MetricsError, PredictionFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2 if args.details else None)

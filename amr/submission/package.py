@@ -163,15 +163,16 @@ def with_feature_models(team: SubmissionConfig, features: dict | None) -> Submis
 
 def build_submission(systems: list[SystemInputs], team: SubmissionConfig, eval_list: Path,
                      out_dir: Path, report_pdf: Path | None = None,
-                     table_rows: list[dict] | None = None,
+                     table_rows: list[dict] | None = None, table_notes: str = "",
                      features: dict | None = None) -> Path:
     """Write ``<out_dir>/<Lastname>_<INST>_task6.zip`` atomically and return its path.
 
     System k is ``team.systems[k-1]``; ``systems`` supplies the files of each configured run.
     ``report_pdf`` (else ``team.report_pdf``) is copied; when neither is set a short report
     is generated with Table 1 from ``table_rows`` (default: one row per submitted system from
-    its metrics; extra rows such as the baseline may be passed in). ``features`` (the packed
-    features' ``extractor.json``) fills the systems' empty ``audio_models`` / ``text_models``.
+    its metrics; extra rows such as the baseline may be passed in; ``table_notes`` below it).
+    ``features`` (the packed features' ``extractor.json``) fills the systems' empty
+    ``audio_models`` / ``text_models``.
     """
     team = with_feature_models(team, features)
     check_team(team)
@@ -204,7 +205,7 @@ def build_submission(systems: list[SystemInputs], team: SubmissionConfig, eval_l
             if missing:
                 raise SubmissionError(f"table row {row!r} lacks {missing}")
         pdf = render_report(team.title, team.authors, team.abstract,
-                            table_rows if table_rows is not None else rows)
+                            table_rows if table_rows is not None else rows, table_notes)
     members = {report_member(prefix): pdf, **members}
 
     target = Path(out_dir) / zip_name(prefix)
