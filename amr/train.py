@@ -38,6 +38,7 @@ from amr.training.checkpoint import (
     atomic_save,
     capture_rng_state,
     describe_differences,
+    PickledCheckpointError,
     load_checkpoint,
     restore_rng_state,
     weights_digest,
@@ -50,7 +51,7 @@ from amr.training.progress import MetricLog, make_reporter
 
 STAGES = ("pretrain", "finetune")
 PRIMARY_METRIC = "R1@0.7"
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: plain values only (weights-only loadable)
 # Fault injection for the resume tests, like kill -9: exit abruptly (no cleanup) right after the
 # checkpoint of this epoch (1-based) is on disk, or SIGKILL in the middle of an epoch
 # ("EPOCH:STEP", both 1-based).
@@ -134,10 +135,16 @@ def _resume_or_start(ctx: DistContext, out_dir: Path, identity: dict, run_hash: 
         for stale in out_dir.glob(".*.tmp"):  # left by a kill in the middle of a save
             stale.unlink(missing_ok=True)
     ctx.barrier()
-    resume = load_checkpoint(last_path) if last_path.is_file() else None
-    if resume is None or resume.get("config_hash") == run_hash:
-        return resume
-    differences = describe_differences(resume.get("identity", {}), identity)
+    try:
+        resume = load_checkpoint(last_path) if last_path.is_file() else None
+    except PickledCheckpointError as exc:
+        if not restart_on_mismatch:
+            raise TrainError(str(exc)) from None
+        resume, differences = {}, "written by an older amr, with pickled objects"
+    else:
+        if resume is None or resume.get("config_hash") == run_hash:
+            return resume
+        differences = describe_differences(resume.get("identity", {}), identity)
     if restart_on_mismatch:
         # a pipeline re-runs a stage because its inputs changed: start over, do not refuse
         if ctx.is_main:

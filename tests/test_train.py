@@ -345,3 +345,22 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
     restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
     again = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3))
     assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
+
+
+def test_a_pickled_checkpoint_of_an_older_amr_is_replaced_or_refused_clearly(splits, straight_run, tmp_path):
+    """last.pt with pickled objects (an older format) is refused by the weights-only load with
+    a message naming the file and the fix; a pipeline stage (restart on mismatch) trains again."""
+    import numpy as np
+
+    out = tmp_path / "run"
+    shutil.copytree(straight_run[0], out)
+    old = torch.load(out / "last.pt", weights_only=True)
+    old["rng"] = [{"numpy": np.random.get_state()}]  # format 2 stored numpy's state as is
+    torch.save(old, out / "last.pt")
+    refused = run_training(splits, out, epochs=2)
+    assert refused.returncode != 0
+    assert "last.pt: holds pickled Python objects" in refused.stderr and "--restart" in refused.stderr
+    again = run_training(splits, out, epochs=2, restart_on_mismatch=True)
+    assert again.returncode == 0, again.stderr
+    assert "starting over" in again.stdout
+    assert checkpoint_digest(out / "best.pt") == checkpoint_digest(straight_run[0] / "best.pt")

@@ -7,6 +7,7 @@ them, so it loads with ``torch.load(..., weights_only=True)``, which executes no
 """
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used as asked; the message names the file and the fix."""
 
 
+class PickledCheckpointError(CheckpointError):
+    """A checkpoint of an older amr that holds pickled Python objects (refused by a weights-only
+    load): it can only be replaced, by training again."""
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -32,6 +38,12 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise PickledCheckpointError(
+            f"{path}: holds pickled Python objects, which a weights-only load refuses ({first_line}); "
+            "it was written by an older amr: delete it (or train with --restart) to train again"
+        ) from None
     except Exception as exc:  # torch raises several types for a corrupt file
         raise CheckpointError(
             f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); delete it to start over"
