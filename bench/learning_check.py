@@ -1,0 +1,243 @@
+"""Do the systems learn on realistic data? Real annotations, synthesised features, two references.
+
+The annotation files are the real ones (Clotho-Moment for pre-training, CASTELLA for
+fine-tuning: 4-s moments in 300-s recordings), sliced by whole recordings in file order; the
+features are synthesised for them (``amr demo-data --annotations``: every query's event sounds
+at its windows through a hidden linear words-to-audio mapping). Each system is pre-trained and
+fine-tuned with the budget of params.yaml (the demo preset unless changed; ``--epochs`` and
+``--lr`` override it) and its val R1@0.7 per fine-tuning epoch is printed beside two references
+computed here on the same validation queries:
+
+- whole recording: one window [0, duration] per query (what a model that ignores time scores);
+- linear probe: closed-form ridge regression from the mean text token state to the mean
+  in-window audio frame minus the recording's mean frame, fitted on the fine-tuning training
+  queries; a validation recording's frames are scored by cosine with the predicted signature,
+  runs of frames above ``PROBE_THRESHOLD`` x the best score are the windows (best first). The
+  features are made linearly, so this is close to the best a model can do on them.
+
+    python bench/learning_check.py [--data ../shared/data] [--quick] [--systems baseline slot3]
+
+Budget (full): 800 + 200 Clotho-Moment and 400 + 120 CASTELLA queries; baseline and slot 3 in
+about 25 min on 2 CPU cores. ``--quick``: a quarter of the queries and epochs (a few minutes).
+Writes ``<work>/curves/<system>.csv`` (per-epoch losses and val metrics of fine-tuning) and
+``<work>/learning_check.json``; prints a table and ends with ONE JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ANNOTATIONS = {  # split -> (file in --data, queries in the full budget, in --quick)
+    "pretrain_train": ("clotho_moment_val_release.jsonl", 800, 200),
+    "pretrain_val": ("clotho_moment_test_release.jsonl", 200, 60),
+    "finetune_train": ("castella_train_release.jsonl", 400, 120),
+    "finetune_val": ("castella_val_release.jsonl", 120, 60),
+}
+PROBE_RIDGE = 0.1  # ridge penalty of the linear probe (on L2-normalised inputs)
+PROBE_THRESHOLD = 0.5  # a frame is in a window when its score is above this x the best score
+KEYS = ("R1@0.5", "R1@0.7", "mAP")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: sliced real annotations + synthesised features, packed
+# ---------------------------------------------------------------------------------------------
+def slice_annotations(source: Path, queries: int, out: Path) -> int:
+    """The first ``queries`` queries of ``source``, extended to whole recordings; -> count."""
+    kept, vids = [], set()
+    with source.open() as fh:
+        for line in fh:
+            record = json.loads(line)
+            if len(kept) >= queries and record["vid"] not in vids:
+                break
+            vids.add(record["vid"])
+            kept.append(line if line.endswith("\n") else line + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(kept))
+    return len(kept)
+
+
+def prepare_data(data: Path, work: Path, quick: bool, cfg) -> dict[str, Path]:
+    from amr.data.demo import synthesise_features
+    from amr.data.pack import pack_split
+
+    packed = {}
+    for split, (name, full, small) in ANNOTATIONS.items():
+        source = data / name
+        if not source.is_file():
+            raise SystemExit(f"{source}: annotation file not found; pass --data DIR holding {name}")
+        annotations = work / "annotations" / f"{split}.jsonl"
+        slice_annotations(source, small if quick else full, annotations)
+        features = work / "features" / split.split("_")[0]
+        synthesise_features(annotations, features / "audio", features / "text", seed=0)
+        packed[split] = work / "packed" / f"{split}.h5"
+        pack_split(annotations, features / "audio", features / "text", packed[split], cfg, name=split)
+    return packed
+
+
+# ---------------------------------------------------------------------------------------------
+# References
+# ---------------------------------------------------------------------------------------------
+def _probe_rows(dataset):
+    from amr.data.dataset import audio_inputs, text_inputs
+
+    for row in range(len(dataset.qids)):
+        rec = dataset.recording[row]
+        frames = audio_inputs(dataset._features("audio", dataset.audio_offsets[rec],
+                                                dataset.audio_offsets[rec + 1])).numpy()[:, :-2]
+        text = text_inputs(dataset._features("text", dataset.text_offsets[row],
+                                             dataset.text_offsets[row + 1])).numpy().mean(0)
+        windows = dataset.windows[dataset.window_offsets[row]: dataset.window_offsets[row + 1]]
+        yield frames - frames.mean(0), text, windows
+
+
+def fit_linear_probe(train) -> np.ndarray:
+    """Ridge (dual form: fewer queries than dimensions) from text mean to in-window offset."""
+    xs, ys = [], []
+    for centred, text, windows in _probe_rows(train):
+        inside = np.zeros(len(centred), bool)
+        for s, e in windows:
+            inside[int(np.floor(s)): int(np.ceil(e))] = True
+        if inside.any():
+            xs.append(text)
+            ys.append(centred[inside].mean(0))
+    x, y = np.stack(xs), np.stack(ys)
+    return y.T @ np.linalg.solve(x @ x.T + PROBE_RIDGE * np.eye(len(x)), x)
+
+
+def probe_predictions(weights: np.ndarray, dataset) -> list[dict]:
+    records = []
+    for row, (centred, text, _) in enumerate(_probe_rows(dataset)):
+        signature = weights @ text
+        score = centred @ signature / (np.linalg.norm(centred, axis=1) * np.linalg.norm(signature) + 1e-8)
+        above = np.concatenate([[False], score > PROBE_THRESHOLD * score.max(), [False]])
+        edges = np.flatnonzero(np.diff(above.astype(int)))
+        windows = [[float(s), float(e), float(score[s:e].mean())] for s, e in zip(edges[::2], edges[1::2])]
+        windows.sort(key=lambda w: -w[2])
+        records.append({"qid": dataset.qids[row], "pred_relevant_windows": windows[:10]})
+    return records
+
+
+def references(packed: dict[str, Path], cfg) -> dict[str, dict]:
+    from amr.data import MomentDataset
+    from amr.metrics import evaluate_predictions
+    from amr.predict import ground_truth_records
+
+    train = MomentDataset(packed["finetune_train"], cfg.data, train=False, in_memory=True)
+    val = MomentDataset(packed["finetune_val"], cfg.data, train=False, in_memory=True)
+    gt = ground_truth_records(val)
+    whole = [{"qid": g["qid"], "pred_relevant_windows": [[0.0, g["duration"], 1.0]]} for g in gt]
+    return {
+        "whole recording": evaluate_predictions(whole, gt),
+        "linear probe": evaluate_predictions(probe_predictions(fit_linear_probe(train), val), gt),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def train_system(params, system: str, packed: dict[str, Path], work: Path, args) -> dict:
+    from amr.evaluation import training_curves
+    from amr.train import train_stage
+
+    cfg, train_cfg = params.system(system), params.train
+    if args.threads:
+        train_cfg = dataclasses.replace(train_cfg, threads=args.threads)
+    result = {}
+    init = None
+    for stage in ("pretrain", "finetune"):
+        schedule = params.schedule(stage)
+        epochs = args.epochs.get(stage, schedule.epochs)
+        if args.quick:
+            epochs = max(1, epochs // 4)
+        schedule = dataclasses.replace(schedule, epochs=epochs, lr=args.lr.get(stage, schedule.lr))
+        out = work / "runs" / stage / system
+        t0 = time.perf_counter()
+        summary = train_stage(cfg, train_cfg, schedule, stage, packed[f"{stage}_train"],
+                              packed[f"{stage}_val"], out, init_from=init, in_memory=True,
+                              progress="plain", restart_on_mismatch=True)
+        init = out / "best.pt"
+        result[stage] = {"epochs": epochs, "lr": schedule.lr, "seconds": round(time.perf_counter() - t0, 1),
+                         "best": {k: summary["best"][k] for k in KEYS},
+                         "best_epoch": summary["best_epoch"]}
+    curves = training_curves(work / "runs" / "finetune" / system)
+    write_curves(work / "curves" / f"{system}.csv", curves)
+    result["curve"] = [{"epoch": r["epoch"], "val/R1@0.7": r.get("val/R1@0.7"),
+                        "train/loss_giou": r.get("train/loss_giou"), "train/loss_span": r.get("train/loss_span")}
+                       for r in curves]
+    return result
+
+
+def write_curves(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    from amr.io import atomic_path
+
+    columns = sorted({k for r in rows for k in r} - {"epoch"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["epoch", *columns])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+def parse_overrides(values: list[str], kind) -> dict:
+    """``pretrain=30 finetune=40`` -> {"pretrain": 30, "finetune": 40}."""
+    out = {}
+    for item in values or []:
+        stage, _, value = item.partition("=")
+        if stage not in ("pretrain", "finetune") or not value:
+            raise SystemExit(f"expected pretrain=VALUE or finetune=VALUE, got {item!r}")
+        out[stage] = kind(value)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"),
+                    help="folder of the real annotation files (default: ../shared/data)")
+    ap.add_argument("--work", type=Path, default=Path("runs/learning_check"))
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--systems", nargs="+", default=["baseline", "slot3"])
+    ap.add_argument("--quick", action="store_true", help="a quarter of the queries and epochs")
+    ap.add_argument("--epochs", nargs="*", default=[], metavar="STAGE=N",
+                    help="override params.yaml's epochs, e.g. finetune=20")
+    ap.add_argument("--lr", nargs="*", default=[], metavar="STAGE=LR")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: params.yaml's)")
+    args = ap.parse_args()
+    args.epochs, args.lr = parse_overrides(args.epochs, int), parse_overrides(args.lr, float)
+
+    from amr.params import Params
+
+    params = Params.load(args.params)
+    cfg = params.system(args.systems[0])
+    t0 = time.perf_counter()
+    packed = prepare_data(args.data, args.work, args.quick, cfg.data)
+    refs = references(packed, cfg)
+    systems = {name: train_system(params, name, packed, args.work, args) for name in args.systems}
+
+    print(f"\nCASTELLA val ({ANNOTATIONS['finetune_val'][2 if args.quick else 1]} queries), "
+          "best fine-tuning epoch")
+    print(f"{'':<18}" + "".join(f"{k:>9}" for k in KEYS) + "   val R1@0.7 per fine-tuning epoch")
+    for name, m in refs.items():
+        print(f"{name:<18}" + "".join(f"{m[k]:>9.2f}" for k in KEYS))
+    for name, r in systems.items():
+        curve = " ".join(f"{c['val/R1@0.7']:.1f}" for c in r["curve"])
+        print(f"{name:<18}" + "".join(f"{r['finetune']['best'][k]:>9.2f}" for k in KEYS) + f"   {curve}")
+    summary = {
+        "quick": args.quick,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "references": {name: {k: m[k] for k in KEYS} for name, m in refs.items()},
+        "systems": systems,
+    }
+    (args.work / "learning_check.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
