@@ -21,7 +21,8 @@ repro: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# standalone benchmarks; bench/demo_learning.py reads the outputs of `make repro`
+# standalone benchmarks; bench/demo_learning.py reads the outputs of `make repro`;
+# bench/learning_check.py and bench/span_fit.py (slow, need the real annotation files) run alone
 BENCHES := metrics_speed data_loading extract_speed mamba_scan train_step train_throughput
 
 bench: install

@@ -17,8 +17,10 @@ computed here on the same validation queries:
 
     python bench/learning_check.py [--data ../shared/data] [--quick] [--systems baseline slot3]
 
-Budget (full): 800 + 200 Clotho-Moment and 400 + 120 CASTELLA queries; baseline and slot 3 in
-about 25 min on 2 CPU cores. ``--quick``: a quarter of the queries and epochs (a few minutes).
+Budget (full): 800 + 200 Clotho-Moment and 400 + 120 CASTELLA queries, params.yaml's epochs
+(demo preset: 8 + 5); scaled from ``--quick``'s timing, baseline and slot 3 take about 15-20 min
+on 2 free CPU cores (``seconds`` in the JSON line is the measured time). ``--quick``: a quarter of
+the queries and of the epochs (about 4 min on 2 shared cores).
 Writes ``<work>/curves/<system>.csv`` (per-epoch losses and val metrics of fine-tuning) and
 ``<work>/learning_check.json``; prints a table and ends with ONE JSON line.
 """
