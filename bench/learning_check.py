@@ -74,7 +74,7 @@ def prepare_data(data: Path, work: Path, quick: bool, cfg) -> dict[str, Path]:
             raise SystemExit(f"{source}: annotation file not found; pass --data DIR holding {name}")
         annotations = work / "annotations" / f"{split}.jsonl"
         slice_annotations(source, small if quick else full, annotations)
-        features = work / "features" / split.split("_")[0]
+        features = work / "features" / split  # per split: a vid of two splits cannot clash
         synthesise_features(annotations, features / "audio", features / "text", seed=0)
         packed[split] = work / "packed" / f"{split}.h5"
         pack_split(annotations, features / "audio", features / "text", packed[split], cfg, name=split)
