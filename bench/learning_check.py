@@ -18,9 +18,9 @@ computed here on the same validation queries:
     python bench/learning_check.py [--data ../shared/data] [--quick] [--systems baseline slot3]
 
 Budget (full): 800 + 200 Clotho-Moment and 400 + 120 CASTELLA queries, params.yaml's epochs
-(demo preset: 8 + 5); scaled from ``--quick``'s timing, baseline and slot 3 take about 15-20 min
-on 2 free CPU cores (``seconds`` in the JSON line is the measured time). ``--quick``: a quarter of
-the queries and of the epochs (about 4 min on 2 shared cores).
+(demo preset: 8 + 5): the baseline alone took 85 s on 2 free CPU cores, data included
+(``seconds`` in the JSON line is the measured time); ``--epochs pretrain=20 finetune=40`` buys
+longer runs within a 30-min CPU budget. ``--quick``: a quarter of the queries and of the epochs.
 Writes ``<work>/curves/<system>.csv`` (per-epoch losses and val metrics of fine-tuning) and
 ``<work>/learning_check.json``; prints a table and ends with ONE JSON line.
 """
