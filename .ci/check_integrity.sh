@@ -45,8 +45,8 @@ sed -i 's/^import torch$/import torch  # a comment only/' amr/model/transformer.
 dvc repro pretrain-baseline > "$WORK/comment.log" 2>&1 || { cat "$WORK/comment.log"; fail "repro after a comment"; }
 grep -q "nothing to do" "$WORK/comment.log" || { cat "$WORK/comment.log"; fail "a comment retrained"; }
 [ "$(sha256sum runs/pretrain/baseline/best.pt | cut -d' ' -f1)" = "$best" ] || fail "a comment changed the weights"
-sed -i 's/self.dropout(F.relu(self.linear1(x)))/self.dropout(F.gelu(self.linear1(x)))/' amr/model/transformer.py
-grep -q "F.gelu(self.linear1" amr/model/transformer.py || fail "the patch did not apply"
+sed -i 's/{"prelu": nn.PReLU,/{"prelu": lambda: nn.PReLU(init=0.2),/' amr/model/transformer.py
+grep -q "nn.PReLU(init=0.2)" amr/model/transformer.py || fail "the patch did not apply"
 dvc status pretrain-baseline | grep -q "modified:.*amr/model" || fail "dvc status does not see amr/model"
 dvc repro pretrain-baseline > "$WORK/code.log" 2>&1 || { cat "$WORK/code.log"; fail "repro after a code change"; }
 grep -q "starting over" "$WORK/code.log" || { cat "$WORK/code.log"; fail "no restart after a code change"; }
@@ -68,7 +68,7 @@ python -m amr pipeline sync
 dvc repro > "$WORK/slot2b.log" 2>&1 || { cat "$WORK/slot2b.log"; fail "repro with slot2b"; }
 stages=$(ran "$WORK/slot2b.log")
 echo "ran: $stages"
-[ "$stages" = "evaluate-slot2b finetune-slot2b package predict-slot2b pretrain-slot2b tables " ] \
-  || fail "expected exactly the slot2b branch, tables and package"
+[ "$stages" = "analysis evaluate-slot2b finetune-slot2b package predict-slot2b pretrain-slot2b tables " ] \
+  || fail "expected exactly the slot2b branch, analysis, tables and package"
 test -s metrics/slot2b.json && grep -q "slot2b: coarse + mamba" reports/table1.md || fail "slot2b not in Table 1"
 echo "integrity checks passed"
