@@ -15,7 +15,7 @@ computed here on the same validation queries:
   runs of frames above ``PROBE_THRESHOLD`` x the best score are the windows (best first). The
   features are made linearly, so this is close to the best a model can do on them.
 
-    python bench/learning_check.py [--data ../shared/data] [--quick] [--systems baseline slot3]
+    python bench/learning_check.py --data DIR [--quick] [--systems baseline slot3]
 
 Budget (full): 800 + 200 Clotho-Moment and 400 + 120 CASTELLA queries, params.yaml's epochs
 (demo preset: 8 + 5): the baseline alone took 85 s on 2 free CPU cores, data included
@@ -201,8 +201,10 @@ def parse_overrides(values: list[str], kind) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"),
-                    help="folder of the real annotation files (default: ../shared/data)")
+    ap.add_argument("--data", type=Path, required=True,
+                    help="folder of the real annotation files (castella_*_release.jsonl, "
+                         "clotho_moment_*_release.jsonl, e.g. as "
+                         "`data.source: download` fetches them)")
     ap.add_argument("--work", type=Path, default=Path("runs/learning_check"))
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--systems", nargs="+", default=["baseline", "slot3"])
