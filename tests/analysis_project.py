@@ -29,7 +29,7 @@ def improved(records: list[dict], gt: dict[str, dict], count: int, seed: int) ->
 
 def build(root: Path, params) -> Path:
     from amr.evaluation import evaluate_system, system_runs
-    from amr.pipeline import PREDICT_SPLITS, ground_truth, predictions, run_dir
+    from amr.pipeline import PREDICT_SPLITS, ground_truth, run_dir
     from amr.prediction_files import saliency_path, write_predictions, write_saliency
 
     copy_project(root)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from amr.analysis.queries import ALL, METRIC_COLUMNS
+from amr.analysis.queries import ALL
 
 DPI = 110
 
