@@ -430,10 +430,8 @@ def _total_size(resp, have: int) -> int | None:
 
 
 def md5_file(path: Path, hasher: bool = False):
-    h = hashlib.md5()
     with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
+        h = hashlib.file_digest(fh, "md5")
     return h if hasher else h.hexdigest()
 
 
