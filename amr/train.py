@@ -124,10 +124,14 @@ class Trainee:
     train_model: torch.nn.Module
 
 
-def _resume_or_start(ctx: DistContext, out_dir: Path, identity: dict, run_hash: str,
+def _resume_or_start(ctx: DistContext, out_dir: Path, identity: dict, run_hash: str, epochs: int,
                      restart: bool, restart_on_mismatch: bool) -> dict | None:
     """``last.pt`` when it continues this run; None for a fresh start (clearing the folder
-    on ``restart``, or on a changed identity with ``restart_on_mismatch``)."""
+    on ``restart``, or on a changed identity with ``restart_on_mismatch``).
+
+    A run trained for more than ``epochs`` is not this run: its weights and its best epoch
+    saw epochs that were not asked for, and cannot be taken back.
+    """
     last_path = out_dir / "last.pt"
     if ctx.is_main:
         if restart:
@@ -142,9 +146,14 @@ def _resume_or_start(ctx: DistContext, out_dir: Path, identity: dict, run_hash: 
             raise TrainError(str(exc)) from None
         resume, differences = {}, "written by an older amr, with pickled objects"
     else:
-        if resume is None or resume.get("config_hash") == run_hash:
+        if resume is None:
+            return None
+        if resume.get("config_hash") != run_hash:
+            differences = describe_differences(resume.get("identity", {}), identity)
+        elif resume["epoch"] > epochs:
+            differences = f"epochs: {resume['epoch']} trained -> {epochs} asked"
+        else:
             return resume
-        differences = describe_differences(resume.get("identity", {}), identity)
     if restart_on_mismatch:
         # a pipeline re-runs a stage because its inputs changed: start over, do not refuse
         if ctx.is_main:
@@ -380,8 +389,8 @@ def train_stage(
             "config_hash": identity_hash(identity),
             "identity": identity,
         }
-        resume = _resume_or_start(ctx, out_dir, identity, run_record["config_hash"], restart,
-                                  restart_on_mismatch)
+        resume = _resume_or_start(ctx, out_dir, identity, run_record["config_hash"], schedule.epochs,
+                                  restart, restart_on_mismatch)
         loaders = _loaders(system_cfg, train_cfg, train_h5, val_h5, seed, ctx, workers, in_memory)
         trainee, state = _trainee(system_cfg, train_cfg, schedule, ctx, init_from, resume)
 
@@ -392,8 +401,8 @@ def train_stage(
                 print(f"resuming {out_dir / 'last.pt'} at epoch {state.epoch + 1}/{schedule.epochs}",
                       flush=True)
             elif resume is not None:
-                print(f"{out_dir / 'last.pt'}: already trained for {state.epoch} epochs "
-                      f"(>= {schedule.epochs}); nothing to do", flush=True)
+                print(f"{out_dir / 'last.pt'}: already trained for {state.epoch} epochs; "
+                      "nothing to do", flush=True)
             metric_log = MetricLog(out_dir / "dvclive", state.epoch)
         reporter = make_reporter(ctx.is_main, schedule.epochs, state.epoch, stage, progress)
 

@@ -147,6 +147,22 @@ def test_more_epochs_extend_a_finished_run(splits, straight_run, tmp_path):
     _assert_same_run(out, straight)
 
 
+def test_fewer_epochs_than_trained_are_not_taken_from_a_longer_run(splits, straight_run, tmp_path):
+    """A 2-epoch run asked again for 1 epoch: its weights and best epoch saw an epoch that was
+    not asked for. Refused by hand; a pipeline stage trains the 1-epoch run from scratch."""
+    out, one_epoch = tmp_path / "run", tmp_path / "one"
+    shutil.copytree(straight_run[0], out)
+    refused = run_training(splits, out, epochs=1)
+    assert refused.returncode != 0
+    assert "epochs: 2 trained -> 1 asked" in refused.stderr and "--restart" in refused.stderr
+    restarted = run_training(splits, out, epochs=1, restart_on_mismatch=True)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "starting over" in restarted.stdout
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert run_training(splits, one_epoch, epochs=1).returncode == 0
+    _assert_same_run(out, one_epoch)
+
+
 def test_changed_config_is_refused_and_restart_starts_over(splits, straight_run, tmp_path):
     from amr.train import TrainError, train_stage
 
