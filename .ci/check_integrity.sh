@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the trained checkout (after `make repro` and .ci/check_experiment.sh committed its results),
 # each in its own copy: what DVC records is what ran.
-#  1. `dvc exp run -S train.batch_size=8` (a key the demo preset sets) retrains with batch 8:
-#     the runs record it, the metrics change, Table 1 names the budget.
+#  1. `dvc exp run -S train.batch_size=16` (a key the demo preset sets) retrains with batch 16:
+#     the runs record it, the metrics change, Table 1 names the budget. Fewer epochs than the
+#     persisted run holds train afresh (not "already trained").
 #  2. A comment in amr/model changes nothing; a one-line semantic change retrains from scratch.
 #  3. A new system in params.yaml + `amr pipeline sync` runs through `dvc repro` to Table 1.
 set -euo pipefail
@@ -24,18 +25,25 @@ fresh() {  # a copy of the trained checkout (without the virtualenv) at its last
 ran() { grep -oE "Running stage '[^']+'" "$1" | sed -E "s/Running stage '([^']+)'/\1/" | sort | tr '\n' ' '; }
 json() { python -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {'d': d}))" "$@"; }
 
-echo "== 1. dvc exp run -S train.batch_size=8"
+echo "== 1. dvc exp run -S train.batch_size=16"
 fresh
 cp metrics/slot3.json "$WORK/slot3.before.json"
-dvc exp run -S train.batch_size=8 > "$WORK/batch.log" 2>&1 || { cat "$WORK/batch.log"; fail "experiment"; }
+dvc exp run -S train.batch_size=16 > "$WORK/batch.log" 2>&1 || { cat "$WORK/batch.log"; fail "experiment"; }
 echo "re-ran: $(ran "$WORK/batch.log")"
 for run in runs/pretrain/baseline runs/finetune/slot1/seed-2023 runs/finetune/slot3/seed-42; do
-  [ "$(json $run/system_info.json "d['config']['train']['batch_size']")" = 8 ] || fail "$run: batch size not 8"
+  [ "$(json $run/system_info.json "d['config']['train']['batch_size']")" = 16 ] || fail "$run: batch size not 16"
 done
-cmp -s metrics/slot3.json "$WORK/slot3.before.json" && fail "slot-3 metrics unchanged with batch 8"
-grep -q "demo + train.batch_size=8 budget" reports/table1.md || fail "Table 1 does not name the budget"
-echo "slot3 R1@0.7: $(json "$WORK/slot3.before.json" "d['R1@0.7']") at batch 16, $(json metrics/slot3.json "d['R1@0.7']") at batch 8"
+cmp -s metrics/slot3.json "$WORK/slot3.before.json" && fail "slot-3 metrics unchanged with batch 16"
+grep -q "demo + train.batch_size=16 budget" reports/table1.md || fail "Table 1 does not name the budget"
+echo "slot3 R1@0.7: $(json "$WORK/slot3.before.json" "d['R1@0.7']") at batch 8, $(json metrics/slot3.json "d['R1@0.7']") at batch 16"
 head -n 1 reports/table1.md
+fresh
+sed -i 's/^    epochs: 6   /    epochs: 5   /' params.yaml  # train.pretrain.epochs
+grep -q "^    epochs: 5 " params.yaml || fail "params.yaml: pretrain epochs not found"
+dvc repro pretrain-baseline > "$WORK/fewer.log" 2>&1 || { cat "$WORK/fewer.log"; fail "repro with fewer epochs"; }
+grep -q "epochs: 6 trained -> 5 asked); starting over" "$WORK/fewer.log" || { cat "$WORK/fewer.log"; fail "fewer epochs: not trained afresh"; }
+[ "$(json runs/pretrain/baseline/metrics.json "d['epochs_done']")" = 5 ] || fail "pretrain-baseline: not 5 epochs"
+echo "fewer epochs: pretrain-baseline trained afresh for 5"
 
 echo "== 2. code changes"
 fresh

@@ -17,10 +17,11 @@ computed here on the same validation queries:
 
     python bench/learning_check.py --data DIR [--quick] [--systems baseline slot3]
 
-Budget (full): 800 + 200 Clotho-Moment and 400 + 120 CASTELLA queries, params.yaml's epochs
-(demo preset: 8 + 5): the baseline alone took 85 s on 2 free CPU cores, data included
-(``seconds`` in the JSON line is the measured time); ``--epochs pretrain=20 finetune=40`` buys
-longer runs within a 30-min CPU budget. ``--quick``: a quarter of the queries and of the epochs.
+Budget (full): 800 + 200 Clotho-Moment and 400 + 120 CASTELLA queries, params.yaml's epochs,
+batch size and rates (``--epochs``/``--lr`` override them). Baseline and slot 3 with 8 + 16 epochs
+took 9.6 min on 2 free CPU cores, data included (``seconds`` in the JSON line is the measured
+time); an epoch took 5.6 s / 10.4 s (pre-training) and 9.5 s / 18 s (fine-tuning), so time
+scales with ``--epochs`` from there. ``--quick``: a quarter of the queries and of the epochs.
 Writes ``<work>/curves/<system>.csv`` (per-epoch losses and val metrics of fine-tuning) and
 ``<work>/learning_check.json``; prints a table and ends with ONE JSON line.
 """

@@ -323,7 +323,7 @@ def test_training_stage_records_what_dvc_set(splits, tmp_path):
                           ("finetune_train", "castella_val"), ("finetune_val", "castella_val")]:
         shutil.copy(splits[split], features / f"{packed}.h5")
     apply_overrides(root / "params.yaml", [
-        "train.batch_size=8", "model.hidden_dim=16", "model.heads=2", "model.ffn_dim=32",
+        "train.batch_size=4", "model.hidden_dim=16", "model.heads=2", "model.ffn_dim=32",
         "cascade.ffn_dim=16", "cascade.heads=2", "train.pretrain.epochs=1",
         "train.finetune.epochs=1", "model.cpu_kernels=native", "train.threads=1",
     ])
@@ -333,14 +333,14 @@ def test_training_stage_records_what_dvc_set(splits, tmp_path):
     assert fine.returncode == 0, fine.stderr
     run = root / "runs" / "finetune" / "slot3" / "seed-42"
     info = json.loads((run / "system_info.json").read_text())
-    assert info["config"]["train"]["batch_size"] == 8
+    assert info["config"]["train"]["batch_size"] == 4
     assert info["config"]["system"]["backbone"]["hidden_dim"] == 16
-    assert info["config"]["schedule"] == {"epochs": 1, "lr": 0.0004}
+    assert info["config"]["schedule"] == {"epochs": 1, "lr": 0.001}
     assert info["config"]["system"]["backbone"]["cpu_kernels"] == "native"
     assert info["selective_scan"] and set(info["selective_scan"]) <= {"amr C kernel (CPU)", "amr torch ops"}
     assert info["config"]["seed"] == 42
     best = torch.load(run / "best.pt", weights_only=True)
-    assert best["train_config"]["batch_size"] == 8 and best["schedule"]["epochs"] == 1
+    assert best["train_config"]["batch_size"] == 4 and best["schedule"]["epochs"] == 1
 
 
 def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
