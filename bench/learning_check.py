@@ -22,7 +22,8 @@ batch size and rates (``--epochs``/``--lr`` override them). Baseline and slot 3 
 took 9.6 min on 2 free CPU cores, data included (``seconds`` in the JSON line is the measured
 time); an epoch took 5.6 s / 10.4 s (pre-training) and 9.5 s / 18 s (fine-tuning), so time
 scales with ``--epochs`` from there. ``--quick``: a quarter of the queries and of the epochs.
-Writes ``<work>/curves/<system>.csv`` (per-epoch losses and val metrics of fine-tuning) and
+Writes ``<work>/curves/<system>.csv`` (per-epoch losses and val metrics of fine-tuning), their
+figure ``<work>/curves/learning_check.png`` (``--replot`` redraws it from a finished run) and
 ``<work>/learning_check.json``; prints a table and ends with ONE JSON line.
 """
 from __future__ import annotations
@@ -188,6 +189,42 @@ def write_curves(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+LOSS_TERMS = ("train/loss_span", "train/loss_giou", "train/loss_label", "train/loss_saliency")
+
+
+def plot_curves(work: Path, summary: dict) -> Path:
+    """``<work>/curves/learning_check.png``: per system, val R1@0.7 per fine-tuning epoch beside
+    the two references (left) and the loss terms of the last decoder layer (right)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    systems = list(summary["systems"])
+    fig, axes = plt.subplots(len(systems), 2, figsize=(10, 3.2 * len(systems)), squeeze=False)
+    for (left, right), system in zip(axes, systems):
+        with open(work / "curves" / f"{system}.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        epochs = [int(r["epoch"]) for r in rows]
+        left.plot(epochs, [float(r["val/R1@0.7"]) for r in rows], marker="o", label=system)
+        for (name, metrics), style in zip(summary["references"].items(), ("--", ":")):
+            left.axhline(metrics["R1@0.7"], linestyle=style, color="grey", label=name)
+        left.set(title=f"{system}: val R1@0.7", xlabel="fine-tuning epoch", ylim=(0, 100))
+        left.legend(fontsize=8)
+        for term in LOSS_TERMS:
+            if rows and rows[0].get(term):
+                right.plot(epochs, [float(r[term]) for r in rows], label=term.split("/")[1])
+        right.set(title=f"{system}: training losses", xlabel="fine-tuning epoch", yscale="log")
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    out = work / "curves" / "learning_check.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 def parse_overrides(values: list[str], kind) -> dict:
     """``pretrain=30 finetune=40`` -> {"pretrain": 30, "finetune": 40}."""
@@ -202,7 +239,7 @@ def parse_overrides(values: list[str], kind) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True,
+    ap.add_argument("--data", type=Path,
                     help="folder of the real annotation files (castella_*_release.jsonl, "
                          "clotho_moment_*_release.jsonl, e.g. as "
                          "`data.source: download` fetches them)")
@@ -214,7 +251,15 @@ def main() -> None:
                     help="override params.yaml's epochs, e.g. finetune=20")
     ap.add_argument("--lr", nargs="*", default=[], metavar="STAGE=LR")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: params.yaml's)")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw the figure from the finished run in --work")
     args = ap.parse_args()
+    if args.replot:
+        summary = json.loads((args.work / "learning_check.json").read_text())
+        print(plot_curves(args.work, summary))
+        return
+    if args.data is None:
+        ap.error("--data is required (unless --replot)")
     args.epochs, args.lr = parse_overrides(args.epochs, int), parse_overrides(args.lr, float)
 
     from amr.params import Params
@@ -241,6 +286,7 @@ def main() -> None:
         "systems": systems,
     }
     (args.work / "learning_check.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"figure: {plot_curves(args.work, summary)}")
     print(json.dumps(summary))
 
 
