@@ -77,22 +77,24 @@ def find_dvc() -> str:
     return found
 
 
-def queue_commands(grid: list[Variant] = GRID, dvc: str = "dvc") -> list[list[str]]:
-    """The ``dvc exp run --queue`` command of every row that needs its own run."""
+def queue_commands(grid: list[Variant] = GRID, dvc: str = "dvc", extra: list[str] = ()) -> list[list[str]]:
+    """The ``dvc exp run --queue`` command of every row that needs its own run; ``extra``
+    overrides go into every row (e.g. a smaller budget: ``train.finetune.epochs=1``)."""
     commands = []
     for v in grid:
         if v.same_as is not None:
             continue
         cmd = [dvc, "exp", "run", "--queue", "-n", v.name]
-        for o in v.overrides:
+        for o in [*v.overrides, *extra]:
             cmd += ["-S", o]
         commands.append(cmd)
     return commands
 
 
-def queue(grid: list[Variant] = GRID, dvc: str | None = None, dry_run: bool = False) -> list[list[str]]:
+def queue(grid: list[Variant] = GRID, dvc: str | None = None, dry_run: bool = False,
+          extra: list[str] = ()) -> list[list[str]]:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    commands = queue_commands(grid, dvc or ("dvc" if dry_run else find_dvc()))
+    commands = queue_commands(grid, dvc or ("dvc" if dry_run else find_dvc()), extra)
     for cmd in commands:
         print(" ".join(cmd), flush=True)
         if not dry_run:
@@ -140,13 +142,16 @@ def collect(exp_show: list[dict], grid: list[Variant] = GRID, title: str = "Abla
         if v.same_as in rows_by_name:
             metrics = rows_by_name[v.same_as].metrics
             source[v.name] = source[v.same_as]
+            run = f"reuses {rows_by_name[v.same_as].label}"
         elif v.same_as is not None:
             metrics = _metrics_of(baseline, v.same_as)
             source[v.name] = (None, v.same_as)
+            run = f"reuses Table 1: {v.same_as}"
         else:
             metrics = _metrics_of(by_name.get(v.name, {}), v.system)
             source[v.name] = (by_name[v.name]["rev"], v.system) if v.name in by_name else None
-        row = Row(v.label, metrics or {}, bold=v.bold, group=v.group)
+            run = v.name if v.name in by_name else f"{v.name} (not run)"
+        row = Row(v.label, metrics or {}, bold=v.bold, group=v.group, run=run)
         rows_by_name[v.name] = row
         table.rows.append(row)
     if query_results is not None:

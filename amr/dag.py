@@ -11,9 +11,11 @@ Nothing in dvc.yaml is written by hand. For every stage this module derives
 - ``params``: exactly the keys the script's ``configure`` reads (recorded by
   :class:`amr.params.Params`); the script hands the result to its ``run`` and reads nothing else.
 
-``amr pipeline sync`` writes dvc.yaml; every stage script checks on start that dvc.yaml is what
-this module derives now, and stops with the fix (run ``amr pipeline sync``) when it is not, so
-a new system, seed rule or import cannot be missed by DVC.
+``amr pipeline sync`` writes dvc.yaml; every stage script checks on start that dvc.yaml holds
+the stages this module derives now and that each declares at least what it executes and reads,
+and stops with the fix (run ``amr pipeline sync``) when not, so a new system, seed rule or
+import cannot be missed by DVC. A declared superset passes: an experiment's ``-S`` overrides
+(a component switched off, a system-scoped knob) make a stage read less, never something else.
 """
 from __future__ import annotations
 
@@ -282,8 +284,27 @@ def sync(params, path: str | Path = DVC_YAML, root: Path = ROOT) -> bool:
     return True
 
 
+def _covered(item: str, declared: list[str], sep: str) -> bool:
+    """``item`` is ``declared`` itself or lies below one of its entries (a folder covers its
+    files, a params section its keys)."""
+    return any(item == d or item.startswith(d.rstrip(sep) + sep) for d in declared)
+
+
+def _undeclared(have: dict, want: dict) -> list[str]:
+    """What stage ``want`` executes or reads that its dvc.yaml entry ``have`` does not declare."""
+    deps = [d for d in want.get("deps", []) if not _covered(d, have.get("deps", []), "/")]
+    params = [p for p in want.get("params", []) if not _covered(p, have.get("params", []), ".")]
+    return deps + params
+
+
 def stale_stages(params, path: str | Path = DVC_YAML, root: Path = ROOT) -> str:
-    """'' when dvc.yaml is up to date, else what differs, one phrase per kind."""
+    """'' when dvc.yaml holds the pipeline of ``params``, else what differs, one phrase per kind.
+
+    The stages, their commands and outputs must be the derived ones. A stage's ``deps`` and
+    ``params`` must declare at least what it executes and reads now: a declared superset is
+    honest (DVC re-runs the stage for a few keys too many, never too few). That is what a
+    ``dvc exp run -S`` experiment meets when it switches a component off: the stage reads less
+    than the committed dvc.yaml declares, and runs."""
     import yaml
 
     path = Path(path)
@@ -297,14 +318,25 @@ def stale_stages(params, path: str | Path = DVC_YAML, root: Path = ROOT) -> str:
         parts.append(f"missing stages {sorted(set(want) - set(have))}")
     if set(have) - set(want):
         parts.append(f"stages no longer in params.yaml {sorted(set(have) - set(want))}")
-    changed = sorted(n for n in set(have) & set(want) if have[n] != want[n])
+    common = sorted(set(have) & set(want))
+    shape = ("deps", "params")
+    changed = [n for n in common if {k: v for k, v in have[n].items() if k not in shape}
+               != {k: v for k, v in want[n].items() if k not in shape}]
     if changed:
-        parts.append(f"stages whose cmd, deps, params or outs changed {changed}")
-    return "; ".join(parts) or "layout differs"
+        parts.append(f"stages whose cmd or outs changed {changed}")
+    undeclared = {n: _undeclared(have[n], want[n]) for n in common}
+    undeclared = {n: u for n, u in undeclared.items() if u}
+    if undeclared:
+        parts.append("stages that execute or read what they do not declare "
+                     + "; ".join(f"{n}: {u}" for n, u in undeclared.items()))
+    if current.get("plots") != expected["plots"]:
+        parts.append("the top-level plots")
+    return "; ".join(parts)
 
 
 def check(params, path: str | Path = DVC_YAML, root: Path = ROOT) -> None:
-    """Raise PipelineError naming the difference when dvc.yaml is not the derived one."""
+    """Raise PipelineError naming the difference when dvc.yaml does not declare the pipeline of
+    ``params`` (see :func:`stale_stages`)."""
     difference = stale_stages(params, path, root)
     if difference:
         raise PipelineError(

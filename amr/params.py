@@ -275,11 +275,17 @@ class Params:
         return self._get_system(name, FusionConfig).base
 
     def system(self, name: str) -> SystemConfig:
-        """The detector configuration of one trained system."""
+        """The detector configuration of one trained system.
+
+        Records the sections of every component the system names (``systems.<name>.<comp>``),
+        switched on or off: an experiment that switches one off (``-S
+        systems.slot1.rerank.enabled=false``) then reads a subset of what dvc.yaml declares,
+        so the declared params stay the same under such overrides."""
         cfg = self._get_system(name, SystemConfig)
+        named = self._raw["systems"][name] or {}
         self._read(*(f"data.{f.name}" for f in dataclasses.fields(DataConfig)),
                    "model", "loss", "matcher", f"systems.{name}",
-                   *(c for c in COMPONENTS if getattr(cfg, c).enabled))
+                   *(c for c in COMPONENTS if c in named or getattr(cfg, c).enabled))
         return cfg
 
     def components(self, name: str) -> list[str]:

@@ -1,9 +1,10 @@
-"""Result tables (report Table 1 / Table 2) as Markdown, CSV and LaTeX, best per column in bold."""
+"""Result tables (report Table 1 / Table 2) as Markdown, CSV and LaTeX, written by pandas like the
+analysis tables; the best value per column (Table 1) or the selected row (Table 2) in bold."""
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
+
+import pandas as pd
 
 COLUMNS = [("R1@0.5", "R1@.5"), ("R1@0.7", "R1@.7"), ("mAP", "mAP"), ("mAP@0.5", "m@.5"), ("mAP@0.75", "m@.75")]
 
@@ -16,6 +17,7 @@ class Row:
     bold: bool = False  # the whole row in bold (Table 2: selected configuration)
     group: str = ""  # Table 2 group heading
     marks: dict = field(default_factory=dict)  # metric key -> mark after the value (significance)
+    run: str = ""  # Table 2: the experiment behind the row, or which run it reuses
 
 
 @dataclass
@@ -32,6 +34,10 @@ class Table:
             out[key] = max(values) if values else None
         return out
 
+    @property
+    def has_runs(self) -> bool:
+        return any(r.run for r in self.rows)
+
 
 def _cell(row: Row, key: str) -> str:
     value = row.metrics.get(key)
@@ -45,18 +51,27 @@ def _is_bold(table: Table, row: Row, key: str, best: dict) -> bool:
     return row.bold or (table.bold_best and row.metrics.get(key) is not None and row.metrics.get(key) == best[key])
 
 
-def to_markdown(table: Table) -> str:
+def _display(table: Table, bold, text=str, heading=str) -> pd.DataFrame:
+    """The table as displayed: one string per cell, group headings as rows of their own.
+    ``bold``/``heading`` wrap a cell in the target format's markup; ``text`` escapes."""
     best = table.best()
-    lines = [f"**{table.title}**", "", "| System | " + " | ".join(h for _, h in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
-    group = None
+    header = ["System"] + [h for _, h in COLUMNS] + (["Run"] if table.has_runs else [])
+    rows, group = [], None
     for row in table.rows:
         if row.group and row.group != group:
             group = row.group
-            lines.append(f"| *{group}* |" + " |" * len(COLUMNS))
-        cells = [f"**{_cell(row, k)}**" if _is_bold(table, row, k, best) else _cell(row, k) for k, _ in COLUMNS]
-        label = f"**{row.label}**" if row.bold else row.label
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            rows.append([heading(text(group))] + [""] * (len(header) - 1))
+        cells = [bold(text(_cell(row, k))) if _is_bold(table, row, k, best) else text(_cell(row, k))
+                 for k, _ in COLUMNS]
+        label = bold(text(row.label)) if row.bold else text(row.label)
+        rows.append([label, *cells] + ([text(row.run)] if table.has_runs else []))
+    return pd.DataFrame(rows, columns=header)
+
+
+def to_markdown(table: Table) -> str:
+    frame = _display(table, bold=lambda t: f"**{t}**", heading=lambda t: f"*{t}*")
+    align = ("left",) + ("right",) * len(COLUMNS) + (("left",) if table.has_runs else ())
+    lines = [f"**{table.title}**", "", frame.to_markdown(index=False, disable_numparse=True, colalign=align)]
     if any(r.spread and any(v.get("sd") is not None for v in r.spread.values()) for r in table.rows):
         lines += ["", "Values in parentheses: mean ± sd over the system's seeds."]
     if table.note:
@@ -65,49 +80,42 @@ def to_markdown(table: Table) -> str:
 
 
 def to_csv(table: Table) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    header = ["group", "system"] + [k for k, _ in COLUMNS]
-    header += [f"{k} mean" for k, _ in COLUMNS] + [f"{k} sd" for k, _ in COLUMNS] + ["bold"]
-    writer.writerow(header)
     best = table.best()
+
+    def number(value) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    records = []
     for row in table.rows:
         spread = row.spread or {}
-        writer.writerow(
-            [row.group, row.label]
-            + ["" if row.metrics.get(k) is None else f"{row.metrics[k]:.2f}" for k, _ in COLUMNS]
-            + ["" if spread.get(k, {}).get("mean") is None else f"{spread[k]['mean']:.2f}" for k, _ in COLUMNS]
-            + ["" if spread.get(k, {}).get("sd") is None else f"{spread[k]['sd']:.2f}" for k, _ in COLUMNS]
-            + [";".join(k for k, _ in COLUMNS if _is_bold(table, row, k, best))]
-        )
-    return buf.getvalue()
+        record = {"group": row.group, "system": row.label}
+        record.update({k: number(row.metrics.get(k)) for k, _ in COLUMNS})
+        record.update({f"{k} mean": number(spread.get(k, {}).get("mean")) for k, _ in COLUMNS})
+        record.update({f"{k} sd": number(spread.get(k, {}).get("sd")) for k, _ in COLUMNS})
+        record["bold"] = ";".join(k for k, _ in COLUMNS if _is_bold(table, row, k, best))
+        record.update({f"{k} mark": row.marks.get(k, "").strip() for k, _ in COLUMNS
+                       if any(r.marks.get(k) for r in table.rows)})
+        if table.has_runs:
+            record["run"] = row.run
+        records.append(record)
+    return pd.DataFrame(records).to_csv(index=False, lineterminator="\n")
 
 
-def _tex_escape(text: str) -> str:
+def tex_escape(text: str) -> str:
     for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("κ", r"$\kappa$"), ("σ", r"$\sigma$"), ("γ", r"$\gamma$"), ("τ", r"$\tau$")]:
+                 ("±", r"$\pm$"), ("κ", r"$\kappa$"), ("σ", r"$\sigma$"), ("γ", r"$\gamma$"), ("τ", r"$\tau$"),
+                 ("Δ", r"$\Delta$")]:
         text = text.replace(a, b)
     return text
 
 
 def to_latex(table: Table) -> str:
-    best = table.best()
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(table.title)}}}",
-             r"\begin{tabular}{l" + "r" * len(COLUMNS) + "}", r"\toprule",
-             "System & " + " & ".join(_tex_escape(h) for _, h in COLUMNS) + r" \\", r"\midrule"]
-    group = None
-    for row in table.rows:
-        if row.group and row.group != group:
-            group = row.group
-            lines.append(rf"\multicolumn{{{len(COLUMNS) + 1}}}{{l}}{{\emph{{{_tex_escape(group)}}}}} \\")
-        cells = []
-        for k, _ in COLUMNS:
-            c = _tex_escape(_cell(row, k))
-            cells.append(rf"\textbf{{{c}}}" if _is_bold(table, row, k, best) else c)
-        label = _tex_escape(row.label)
-        lines.append((rf"\textbf{{{label}}}" if row.bold else label) + " & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    frame = _display(table, bold=lambda t: rf"\textbf{{{t}}}", text=tex_escape,
+                     heading=lambda t: rf"\emph{{{t}}}")
+    frame.columns = [tex_escape(c) for c in frame.columns]
+    latex = frame.to_latex(index=False, escape=False, caption=tex_escape(table.title), position="t",
+                           column_format="l" + "r" * len(COLUMNS) + ("l" if table.has_runs else ""))
+    return latex.replace("\\begin{table}[t]\n", "\\begin{table}[t]\n\\centering\n", 1)
 
 
 def write_table(table: Table, stem) -> list:

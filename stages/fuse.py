@@ -25,8 +25,11 @@ def parser() -> argparse.ArgumentParser:
 
 def configure(params, args) -> Job:
     fusion = params.fusion(args.system)
+    # read (so declared) even when switched off: an experiment that switches the proposals
+    # off or on keeps the declared params of dvc.yaml
+    proposals = params.saliency_proposals
     return Job(args.system, fusion.base, tuple(params.fusion_members(args.system)),
-               params.saliency_proposals if fusion.saliency_proposals else None,
+               proposals if fusion.saliency_proposals else None,
                params.value("inference.max_windows"), params.value("data.clip_length"))
 
 

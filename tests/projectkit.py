@@ -27,9 +27,11 @@ def copy_project(dest: Path) -> Path:
 
 
 def project_env(root: Path, **extra: str) -> dict:
-    """The environment of a process that must import ``amr`` from ``root`` (the copy)."""
+    """The environment of a process that must import ``amr`` from ``root`` (the copy); this
+    Python first on PATH, as for the stage commands that DVC runs (``python -m stages...``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMR_")}
-    env.update(PYTHONPATH=str(root), DVC_NO_ANALYTICS="1", **extra)
+    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(PYTHONPATH=str(root), DVC_NO_ANALYTICS="1", PATH=path, OMP_WAIT_POLICY="PASSIVE", **extra)
     return env
 
 
@@ -58,3 +60,31 @@ def apply_overrides(params_path: Path, overrides: list[str]) -> None:
     from dvc.utils.hydra import apply_overrides as dvc_apply
 
     dvc_apply(params_path, overrides)
+
+
+# A whole pipeline (every system, fusion, analysis, tables, zip) in about a minute: tiny demo
+# data, widths and epochs, as `dvc exp run -S` arguments.
+TINY_BUDGET = [
+    "++data.demo.sizes.clotho_train_queries=24", "data.demo.sizes.clotho_val_queries=8",
+    "data.demo.sizes.castella_train_queries=16", "data.demo.sizes.castella_val_queries=8",
+    "++data.demo.sizes.castella_test_queries=8", "++data.demo.sizes.evaluation_queries=6",
+    "++data.demo.sizes.castella_min_duration=30", "data.demo.sizes.castella_max_duration=60",
+    "++data.demo.sizes.max_queries_per_recording=2",
+    "model.hidden_dim=16", "model.heads=2", "model.ffn_dim=32", "model.num_queries=4",
+    "mamba.d_state=4", "mamba.expand=1", "dn.copies=2", "cascade.heads=2", "cascade.ffn_dim=16",
+    "train.pretrain.epochs=1", "train.finetune.epochs=1", "train.threads=1",
+    "analysis.resamples=200",
+]
+
+
+def tiny_project(dest: Path) -> Path:
+    """A git repository holding a copy of the project at the tiny budget, committed."""
+    root = copy_project(dest)
+    (root / ".gitignore").write_text("__pycache__/\n")
+    apply_overrides(root / "params.yaml", TINY_BUDGET)
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "t@localhost")  # dvc exp commits need an identity
+    git(root, "config", "user.name", "t")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "tiny project")
+    return root

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from amr import dag
+from amr import ablations, dag
 from amr.params import Params
 from projectkit import copy_project, dvc, git, run_stage
 
@@ -144,6 +144,50 @@ def test_only_the_slot3_branch_reads_the_cascade(stages):
     readers = {name for name, st in stages.items()
                if any(p == "cascade" or p.startswith("cascade.kappa") for p in st.get("params", []))}
     assert readers == {"pretrain-slot3", "finetune-slot3"}
+
+
+# ------------------------------------------------------------------ experiments: -S overrides
+def _overridden(tmp_path, overrides: list[str]) -> Params:
+    from projectkit import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_bytes((ROOT / "params.yaml").read_bytes())
+    apply_overrides(path, overrides)  # exactly what `dvc exp run -S` writes
+    return Params.load(path)
+
+
+@pytest.mark.parametrize("variant", [v for v in ablations.GRID if v.overrides], ids=lambda v: v.name)
+def test_every_table2_row_runs_against_the_committed_dvc_yaml(tmp_path, params, variant):
+    """A queued experiment cannot run `amr pipeline sync`: under each row's overrides the derived
+    dvc.yaml is the committed one (stable declarations), so every stage's start check passes."""
+    changed = _overridden(tmp_path, variant.overrides)
+    assert dag.stale_stages(changed) == ""
+    assert dag.build(changed) == dag.build(params)
+
+
+def test_a_declared_superset_passes_an_undeclared_read_stops(tmp_path, params):
+    # a stage declaring more than it reads and executes is honest (DVC re-runs it too often)
+    root = copy_project(tmp_path / "project")
+    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
+    pipeline["stages"]["pretrain-baseline"]["params"].append("cascade")
+    pipeline["stages"]["pretrain-baseline"]["deps"].append("amr/fuse.py")
+    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    assert dag.stale_stages(params, root / "dvc.yaml", root) == ""
+    # the baseline switching the coarse branch on reads `coarse`, which its stages do not declare
+    more = _overridden(tmp_path, ["++systems.baseline.coarse.enabled=true"])
+    difference = dag.stale_stages(more)
+    assert "pretrain-baseline: ['coarse']" in difference and "finetune-baseline: ['coarse']" in difference
+    with pytest.raises(dag.PipelineError, match="amr pipeline sync"):
+        dag.check(more)
+
+
+def test_an_undeclared_code_dep_stops(tmp_path):
+    root = copy_project(tmp_path / "project")
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())
+    stages["stages"]["predict-baseline"]["deps"].remove("amr/spans.py")
+    (root / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    difference = dag.stale_stages(Params.load(root / "params.yaml"), root / "dvc.yaml", root)
+    assert difference == "stages that execute or read what they do not declare predict-baseline: ['amr/spans.py']"
 
 
 # ------------------------------------------------------------------ one definition of a system

@@ -10,6 +10,9 @@ def add_arguments(parser) -> None:
     q = sub.add_parser("queue", help="queue every Table-2 row that needs its own run")
     q.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
     q.add_argument("--dvc", help="dvc executable (default: on PATH, else beside this Python)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra -S override for every row, e.g. a smaller budget "
+                        "(--set train.finetune.epochs=1); repeatable")
     t = sub.add_parser("table", help="collect the experiments into reports/table2.{md,csv,tex}")
     t.add_argument("--exp-json", help="read this `dvc exp show --json` output instead of running dvc")
     t.add_argument("--out", default="reports/table2", help="output stem (default reports/table2)")
@@ -26,7 +29,7 @@ def run(args) -> int:
     from amr.tables import to_markdown, write_table
 
     if args.action == "queue":
-        cmds = ablations.queue(dvc=args.dvc, dry_run=args.dry_run)
+        cmds = ablations.queue(dvc=args.dvc, dry_run=args.dry_run, extra=args.set)
         print(f"{len(cmds)} experiment(s) queued of {len(ablations.GRID)} rows "
               "(the others reuse a Table-1 system or another row); run them with "
               "`dvc queue start -j N`, then `amr ablations table`")

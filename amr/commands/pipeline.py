@@ -13,6 +13,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     import sys
+    from pathlib import Path
 
     from amr import dag
     from amr.config import ConfigError
@@ -22,7 +23,10 @@ def run(args) -> int:
         params = Params.load(args.params)
         if args.action == "check":
             dag.check(params, args.dvc_yaml)
-            print(f"{args.dvc_yaml}: up to date")
+            exact = Path(args.dvc_yaml).read_text(encoding="utf-8") == dag.expected_text(params)
+            print(f"{args.dvc_yaml}: up to date" if exact else
+                  f"{args.dvc_yaml}: declares at least what every stage executes and reads "
+                  "(`amr pipeline sync` would rewrite it exactly)")
             return 0
         changed = dag.sync(params, args.dvc_yaml)
     except (ConfigError, dag.PipelineError) as exc:
