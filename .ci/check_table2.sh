@@ -28,7 +28,7 @@ git add -A dvc.lock params.yaml metrics >/dev/null
 git commit -qm "Table 1 at 1 + 1 epochs"
 
 amr ablations queue | tee "$WORK/queue.log"
-queued=$(grep -c "^dvc exp run --queue" "$WORK/queue.log" || true)
+queued=$(grep -c " exp run --queue " "$WORK/queue.log" || true)
 [ "$queued" -ge 10 ] || fail "only $queued rows queued"
 dvc queue start -j 1 >/dev/null
 while dvc queue status 2>/dev/null | grep -qE " (Queued|Running) "; do sleep 10; done

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from amr.config import SystemConfig
+from amr.data.dataset import SALIENCY_PAIRS, saliency_targets
 
 
 def small_config(**components: bool) -> SystemConfig:
@@ -57,14 +59,18 @@ def make_batch(
     spans = torch.zeros(b, big_w, 2)
     span_mask = torch.zeros(b, big_w, dtype=torch.bool)
     saliency = torch.zeros(b, big_l)
+    pairs = torch.zeros(b, SALIENCY_PAIRS, 2, dtype=torch.long)
+    pairs_valid = torch.zeros(b, SALIENCY_PAIRS, dtype=torch.bool)
     for i, (t, n) in enumerate(zip(lengths, text_lengths)):
         event = torch.randn(feature_dim, generator=gen)
         frames = 0.5 * torch.randn(t, feature_dim, generator=gen)
         for j, (s, e) in enumerate(windows[i]):
             frames[s:e] += 2.0 * event
-            saliency[i, s:e] = 1.0
             spans[i, j] = torch.tensor([(s + e) / 2 / t, (e - s) / t])
             span_mask[i, j] = True
+        first = windows[i][0] if windows[i] else None
+        labels, pairs[i], pairs_valid[i] = saliency_targets(first, t, 1.0, np.random.default_rng([seed, i]))
+        saliency[i, :t] = labels
         frames = frames / (frames.norm(dim=-1, keepdim=True) + 1e-5)
         steps = torch.arange(t, dtype=torch.float32)
         audio[i, :t] = torch.cat([frames, torch.stack([steps / t, (steps + 1) / t], -1)], -1)
@@ -81,6 +87,8 @@ def make_batch(
         "spans": spans,
         "span_mask": span_mask,
         "saliency": saliency,
+        "saliency_pairs": pairs,
+        "saliency_pairs_valid": pairs_valid,
         "qid": [f"q{i}" for i in range(b)],
         "vid": [f"v{i}" for i in range(b)],
         "query": [f"query {i}" for i in range(b)],

@@ -61,7 +61,8 @@ def test_collate_shapes_masks_tef_and_normalisation(split):
     ds = MomentDataset(path, CFG, train=False)
     batch = collate_moments([ds[0], ds[1]])  # a_1 (T=10, 4 tokens), b_1 (T=16, 40 tokens)
     assert set(batch) == {"audio", "audio_mask", "text", "text_mask", "lengths", "spans",
-                          "span_mask", "saliency", "qid", "vid", "query", "duration"}
+                          "span_mask", "saliency", "saliency_pairs", "saliency_pairs_valid", "qid", "vid",
+                          "query", "duration"}
     assert batch["audio"].shape == (2, 16, 770) and batch["audio_mask"].dtype == torch.bool
     assert batch["text"].shape == (2, 32, 768)
     assert batch["lengths"].tolist() == [10, 16]
@@ -88,17 +89,54 @@ def test_collate_shapes_masks_tef_and_normalisation(split):
     assert batch["saliency"][0].tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 
 
-def test_saliency_covers_all_windows_not_only_sampled(split):
+def test_saliency_follows_the_first_target_window_as_qd_detrs_loader(split):
     path, _ = split
-    ds = MomentDataset(path, CFG, train=True)
-    item = ds[1]  # b_1, 7 windows, 5 sampled as targets
-    assert item["spans"].shape == (5, 2)
-    expected = torch.zeros(16)
-    for s, e in SEVEN_WINDOWS:
-        expected[s:e] = 1
-    assert torch.equal(item["saliency"], expected)
-    # fractional windows mark every frame they overlap: [0.5, 1.2] -> frames 0, 1
-    assert ds[2]["saliency"].tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 1, 1]
+    eval_set = MomentDataset(path, CFG, train=False)
+    # a_1: [2, 5] s -> frames int(2) .. min(int(5), T) - 1 = 2 .. 4
+    assert eval_set[0]["saliency"].tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+    # a_2: [0.5, 1.2] then [8, 10]: only the first, frames 0 .. int(1.2) - 1 = 0
+    assert eval_set[3]["saliency"].tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    train = MomentDataset(path, CFG, train=True, seed=5)
+    firsts = set()
+    for epoch in range(12):  # b_1: 7 windows, 5 targets in random order, labels follow the first
+        train.set_epoch(epoch)
+        item = train[1]
+        first = [round(float(x) * 16) for x in (item["spans"][0, 0] - item["spans"][0, 1] / 2,
+                                                  item["spans"][0, 0] + item["spans"][0, 1] / 2)]
+        assert item["saliency"].nonzero().flatten().tolist() == list(range(first[0], first[1]))
+        firsts.add(tuple(first))
+    assert len(firsts) >= 4  # any window may come first, as after QD-DETR's shuffle
+
+
+def test_saliency_pairs_are_two_inside_and_two_outside_frames_drawn_per_epoch(split):
+    path, _ = split
+    train = MomentDataset(path, CFG, train=True, seed=5)
+    draws = []
+    for epoch in range(6):
+        train.set_epoch(epoch)
+        item = train[0]  # a_1: frames 2-4 inside, 7 outside
+        pairs = item["saliency_pairs"].tolist()
+        assert item["saliency_pairs_valid"].tolist() == [True, True]
+        inside, outside = [p[0] for p in pairs], [p[1] for p in pairs]
+        assert set(inside) <= {2, 3, 4} and len(set(inside)) == 2
+        assert set(outside) <= {0, 1, 5, 6, 7, 8, 9} and len(set(outside)) == 2
+        assert torch.equal(train[0]["saliency_pairs"], item["saliency_pairs"])  # deterministic
+        draws.append(tuple(map(tuple, pairs)))
+    assert len(set(draws)) > 1  # re-drawn each epoch
+    batch = collate_moments([train[0], train[1]])
+    assert batch["saliency_pairs"].shape == (2, 2, 2) and batch["saliency_pairs_valid"].all()
+
+
+def test_saliency_targets_of_one_frame_and_of_a_whole_recording():
+    from amr.data.dataset import saliency_targets
+
+    rng = np.random.default_rng(0)
+    labels, pairs, valid = saliency_targets([3.0, 4.0], 6, 1.0, rng)
+    assert labels.tolist() == [0, 0, 0, 1, 0, 0] and pairs[:, 0].tolist() == [3, 3] and valid.all()
+    labels, pairs, valid = saliency_targets([0.0, 6.0], 6, 1.0, rng)
+    assert labels.tolist() == [1] * 6 and not valid.any()  # no outside frame: no pair counts
+    labels, _, valid = saliency_targets(None, 6, 1.0, rng)
+    assert labels.sum() == 0 and not valid.any()
 
 
 def _sampled(ds, epoch, index=1):

@@ -21,14 +21,18 @@ torch.set_num_threads(1)
 # ---------------------------------------------------------------------------------------------
 # saliency
 # ---------------------------------------------------------------------------------------------
+PAIRS = torch.tensor([[[1, 0], [2, 3]]])  # (inside, outside) frames of a query with frames 1-2 labelled
+ALL_VALID = torch.ones(1, 2, dtype=torch.bool)
+
+
 def test_margin_ranking_is_zero_only_when_inside_frames_lead_by_the_margin():
-    labels = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
-    mask = torch.ones(1, 4, dtype=torch.bool)
     good = torch.tensor([[0.0, 0.3, 0.25, 0.05]])
-    assert margin_ranking(good, labels, mask, 0.2) == 0
+    assert margin_ranking(good, PAIRS, ALL_VALID, 0.2) == 0
     bad = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
-    # every (inside, outside) pair violates by 1.2; QD-DETR's factor 2
-    assert margin_ranking(bad, labels, mask, 0.2).item() == pytest.approx(2 * 1.2)
+    # both pairs violate by 1.2: summed, divided by queries x pairs, QD-DETR's factor 2
+    assert margin_ranking(bad, PAIRS, ALL_VALID, 0.2).item() == pytest.approx(2 * 1.2)
+    # a query without an outside frame has no valid pair and adds nothing
+    assert margin_ranking(bad, PAIRS, torch.tensor([[True, False]]), 0.2).item() == pytest.approx(1.2)
 
 
 def test_saliency_loss_ignores_padded_frames():
@@ -36,27 +40,29 @@ def test_saliency_loss_ignores_padded_frames():
     mask = torch.tensor([[True, True, True, True, False, False]])
     scores = torch.tensor([[0.1, 0.9, 0.7, -0.2, 0.0, 0.0]])
     neg = torch.tensor([[0.2, 0.1, 0.0, 0.3, 0.0, 0.0]])
-    ref = saliency_loss(scores, labels, mask, 0.2, neg)
+    ref = saliency_loss(scores, labels, mask, 0.2, PAIRS, ALL_VALID, neg)
     garbage = scores.clone()
     garbage[0, 4:] = 50.0
     neg_garbage = neg.clone()
     neg_garbage[0, 4:] = 50.0
-    assert saliency_loss(garbage, labels, mask, 0.2, neg_garbage) == pytest.approx(ref.item())
+    assert saliency_loss(garbage, labels, mask, 0.2, PAIRS, ALL_VALID, neg_garbage) == pytest.approx(ref.item())
 
 
 def test_negative_query_term_punishes_high_scores_with_the_wrong_text():
     labels = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
     mask = torch.ones(1, 4, dtype=torch.bool)
     scores = torch.tensor([[-1.0, 2.0, 2.0, -1.0]])
-    low = saliency_loss(scores, labels, mask, 0.2, torch.full((1, 4), -3.0))
-    high = saliency_loss(scores, labels, mask, 0.2, torch.full((1, 4), 3.0))
+    low = saliency_loss(scores, labels, mask, 0.2, PAIRS, ALL_VALID, torch.full((1, 4), -3.0))
+    high = saliency_loss(scores, labels, mask, 0.2, PAIRS, ALL_VALID, torch.full((1, 4), 3.0))
     assert high > low + 1.0
-    assert torch.isfinite(saliency_loss(scores, labels, mask, 0.2))  # without a negative pass
+    assert torch.isfinite(saliency_loss(scores, labels, mask, 0.2, PAIRS, ALL_VALID))  # no negative pass
 
 
 def test_saliency_loss_with_no_positive_frames_is_finite():
     scores = torch.randn(2, 5, requires_grad=True)
-    loss = saliency_loss(scores, torch.zeros(2, 5), torch.ones(2, 5, dtype=torch.bool), 0.2, torch.randn(2, 5))
+    pairs, valid = torch.zeros(2, 2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.bool)
+    loss = saliency_loss(scores, torch.zeros(2, 5), torch.ones(2, 5, dtype=torch.bool), 0.2, pairs, valid,
+                         torch.randn(2, 5))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(scores.grad).all()
 

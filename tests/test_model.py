@@ -215,22 +215,60 @@ def test_coarse_branch_pools_projected_audio_with_coarse_tef():
     assert torch.allclose(pooled[0, 0], first, atol=1e-6)
 
 
-def test_xavier_init_keeps_flagged_parameters(monkeypatch):
-    cfg = slot_config("slot3")
+def test_xavier_init_keeps_flagged_parameters():
     torch.manual_seed(0)
-    with_xavier = build_model(cfg)
-    monkeypatch.setattr(detector_module, "xavier_init_", lambda module: None)
-    torch.manual_seed(0)
-    without = build_model(cfg)
-    flagged = [n for n, p in with_xavier.named_parameters() if getattr(p, "_no_reinit", False)]
+    model = build_model(slot_config("slot3"))
+    flagged = {n: p.detach().clone() for n, p in model.named_parameters() if getattr(p, "_no_reinit", False)}
     assert any(".A_log" in n for n in flagged) and any(".D" in n for n in flagged)
-    assert "cascade.delta_head.weight" in flagged
-    reference = dict(without.named_parameters())
-    for name in flagged:
-        assert torch.equal(dict(with_xavier.named_parameters())[name], reference[name]), name
-    # the Xavier init did run on the other matrices
-    name = "decoder.layers.0.sa_qcontent_proj.weight"
-    assert not torch.equal(dict(with_xavier.named_parameters())[name], reference[name])
+    assert {"cascade.delta_head.weight", "t2v_layers.0.cross_attn.q_proj.weight"} <= set(flagged)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    detector_module.xavier_init_(model)
+    after = dict(model.named_parameters())
+    for name, value in flagged.items():
+        assert torch.equal(after[name], value), name
+    # the other matrices are drawn again
+    assert not torch.equal(after["decoder.layers.0.sa_qcontent_proj.weight"], before["decoder.layers.0.sa_qcontent_proj.weight"])
+
+
+def _attention_modules(model):
+    from amr.model.transformer import Attention
+
+    return [m for m in model.modules() if isinstance(m, Attention)]
+
+
+def test_attention_layers_start_as_nn_multihead_attention():
+    """QD-DETR's T2V and encoder layers are nn.MultiheadAttention: one xavier (3d x d) input
+    projection, zero biases. A fresh amr model draws its q/k/v/out the same way."""
+    d, heads = 64, 4
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(slot_config("slot3"), backbone=dataclasses.replace(
+        slot_config("slot3").backbone, hidden_dim=d, heads=heads, ffn_dim=4 * d)))
+    attention = _attention_modules(model)
+    assert len(attention) == 2 + 1  # two T2V layers (slot 3's encoder is Mamba) and the cascade's
+    reference = torch.stack([torch.nn.MultiheadAttention(d, heads).in_proj_weight.detach() for _ in range(20)])
+    ours = torch.stack([torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]) for a in attention]).detach()
+    bound = (6 / (4 * d)) ** 0.5  # xavier-uniform over (3d, d)
+    assert ours.abs().max() <= bound and reference.abs().max() <= bound
+    assert ours.std().item() == pytest.approx(reference.std().item(), rel=0.03)
+    assert ours.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.03)
+    for a in attention:
+        for proj in (a.q_proj, a.k_proj, a.v_proj, a.out_proj):
+            assert torch.count_nonzero(proj.bias) == 0
+        assert a.out_proj.weight.abs().max() <= (6 / (2 * d)) ** 0.5  # xavier (d x d)
+    # the conditional-DETR decoder: projections keep nn.Linear's bias, attention outputs none
+    for layer in model.decoder.layers:
+        assert torch.count_nonzero(layer.sa_out_proj.bias) == 0 and torch.count_nonzero(layer.ca_out_proj.bias) == 0
+        assert torch.count_nonzero(layer.sa_qcontent_proj.bias) == d
+
+
+def test_anchor_refinement_starts_random_as_qd_detrs():
+    """QD-DETR zeroes bbox_embed's last layer, then its xavier pass draws the weight again."""
+    torch.manual_seed(0)
+    last = build_model(slot_config("baseline")).decoder.bbox_embed.layers[-1]
+    d = last.in_features
+    assert torch.count_nonzero(last.bias) == 0
+    assert last.weight.abs().max() <= (6 / (d + 2)) ** 0.5
+    assert last.weight.std().item() == pytest.approx((2 / (d + 2)) ** 0.5, rel=0.25)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,14 +45,43 @@ def span_targets(windows: np.ndarray, n_frames: int, clip_length: float) -> torc
     return torch.stack([se.mean(-1), se[:, 1] - se[:, 0]], dim=-1)
 
 
-def saliency_labels(windows: np.ndarray, n_frames: int, clip_length: float) -> torch.Tensor:
-    """1 on every frame [t, t+1) * clip_length that overlaps any window, else 0."""
+SALIENCY_PAIRS = 2  # (inside, outside) frame pairs of the margin term per query, as QD-DETR draws
+
+
+def saliency_frames(window, n_frames: int, clip_length: float) -> tuple[int, int]:
+    """First and last frame (inclusive) that QD-DETR's data loader marks for one window:
+    ``int(start / clip)`` to ``min(int(end / clip), T) - 1``, the first pulled back when it
+    lies past the last (a window inside one frame marks the frame before it)."""
+    first = int(window[0] / clip_length)
+    last = max(0, min(int(window[1] / clip_length), n_frames) - 1)
+    return min(first, last), last
+
+
+def saliency_targets(window, n_frames: int, clip_length: float, rng: np.random.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Saliency supervision of one query, as the authors' (and QD-DETR's) loader makes it from
+    the query's FIRST ground-truth window: per-frame labels (1 on its frames), and
+    ``SALIENCY_PAIRS`` (inside, outside) frame pairs for the margin term: distinct inside frames
+    (the one frame twice for a one-frame window) and distinct outside frames, drawn uniformly.
+
+    Returns labels (T,), pairs (P, 2) long and their validity (P,): a window covering the whole
+    recording leaves no outside frame, and then no pair counts. ``window`` None: no labels."""
     labels = torch.zeros(n_frames)
-    for s, e in np.asarray(windows).reshape(-1, 2):
-        first = max(int(np.floor(s / clip_length)), 0)
-        last = min(int(np.ceil(e / clip_length)), n_frames)  # exclusive
-        labels[first:last] = 1.0
-    return labels
+    pairs = torch.zeros(SALIENCY_PAIRS, 2, dtype=torch.long)
+    valid = torch.zeros(SALIENCY_PAIRS, dtype=torch.bool)
+    if window is None:
+        return labels, pairs, valid
+    first, last = saliency_frames(window, n_frames, clip_length)
+    labels[first: last + 1] = 1.0
+    inside = np.arange(first, last + 1)
+    outside = np.concatenate([np.arange(0, first), np.arange(last + 1, n_frames)])
+    if len(outside) >= SALIENCY_PAIRS:
+        pos = rng.choice(inside, SALIENCY_PAIRS, replace=False) if len(inside) > 1 \
+            else np.repeat(inside, SALIENCY_PAIRS)
+        neg = rng.choice(outside, SALIENCY_PAIRS, replace=False)
+        pairs = torch.as_tensor(np.stack([pos, neg], 1), dtype=torch.long)
+        valid[:] = True
+    return labels, pairs, valid
 
 
 class MomentDataset(Dataset):
@@ -62,7 +91,8 @@ class MomentDataset(Dataset):
     query, re-sampled each epoch from a generator seeded by (seed, epoch, query row), so
     the draw does not depend on the number or order of DataLoader workers.
     ``train=False``: every query in file order (targets: the first ``max_windows`` windows,
-    none for the blind evaluation list); saliency labels always cover all windows.
+    none for the blind evaluation list); saliency labels and pairs come from the first target
+    window (:func:`saliency_targets`).
     Metadata is loaded eagerly; features are read lazily from an HDF5 handle opened once
     per process (``in_memory=True`` loads all features at construction instead).
     ``set_epoch`` reaches DataLoader workers only when they are re-created each epoch
@@ -144,7 +174,11 @@ class MomentDataset(Dataset):
         return self._h5[which][start:stop]
 
     def targets_for(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """(all cleaned windows, the <= max_windows used as targets) of query ``row``."""
+        """(all cleaned windows, the <= max_windows used as targets) of query ``row``.
+
+        Training with more windows than ``max_windows`` takes a random ``max_windows`` of them
+        in random order (QD-DETR shuffles them), so the first target, which the saliency
+        labels follow, is any of the windows with equal chance."""
         windows = self.windows[self.window_offsets[row]: self.window_offsets[row + 1]]
         k = self.cfg.max_windows
         if len(windows) <= k:
@@ -152,20 +186,25 @@ class MomentDataset(Dataset):
         if not self.train:
             return windows, windows[:k]
         rng = np.random.default_rng([self.seed, self.epoch, int(row)])
-        return windows, windows[np.sort(rng.choice(len(windows), k, replace=False))]
+        return windows, windows[rng.permutation(len(windows))[:k]]
 
     def __getitem__(self, index: int) -> dict:
         row = int(self.rows[index])
         rec = self.recording[row]
         frames = self._features("audio", self.audio_offsets[rec], self.audio_offsets[rec + 1])
         tokens = self._features("text", self.text_offsets[row], self.text_offsets[row + 1])
-        all_windows, targets = self.targets_for(row)
+        _, targets = self.targets_for(row)
         n, clip = frames.shape[0], self.cfg.clip_length
+        # the first target window, the pairs drawn per (seed, epoch, query) like the targets
+        rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, row, 1])
+        labels, pairs, pairs_valid = saliency_targets(targets[0] if len(targets) else None, n, clip, rng)
         return {
             "audio": audio_inputs(frames),
             "text": text_inputs(tokens),
             "spans": span_targets(targets, n, clip),
-            "saliency": saliency_labels(all_windows, n, clip),
+            "saliency": labels,
+            "saliency_pairs": pairs,
+            "saliency_pairs_valid": pairs_valid,
             "qid": self.qids[row],
             "vid": self.vids[row],
             "query": self.queries[row],
@@ -203,6 +242,8 @@ def collate_moments(items: list[dict]) -> dict:
         "spans": spans,
         "span_mask": torch.arange(big_w)[None] < torch.tensor(n_spans)[:, None],
         "saliency": saliency,
+        "saliency_pairs": torch.stack([it["saliency_pairs"] for it in items]),
+        "saliency_pairs_valid": torch.stack([it["saliency_pairs_valid"] for it in items]),
         "qid": [it["qid"] for it in items],
         "vid": [it["vid"] for it in items],
         "query": [it["query"] for it in items],

@@ -106,7 +106,8 @@ class SetCriterion(nn.Module):
         for i, aux in enumerate(out["aux_outputs"][: self.aux_layers]):
             terms.update(self.detection_losses(aux, spans, span_mask, f"_aux{i}")[0])
         terms["loss_saliency"] = saliency_loss(
-            out["saliency"], batch["saliency"], audio_mask, self.cfg.loss.saliency_margin, out.get("saliency_neg")
+            out["saliency"], batch["saliency"], audio_mask, self.cfg.loss.saliency_margin,
+            batch["saliency_pairs"], batch["saliency_pairs_valid"], out.get("saliency_neg"),
         )
 
         if "coarse" in out and self.cfg.coarse.enabled:

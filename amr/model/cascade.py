@@ -84,7 +84,7 @@ class CascadeRefiner(nn.Module):
         logits = (query @ keys.transpose(-1, -2)).gather(-1, slots)
         logits = (logits + torch.einsum("bhqe,hce->bhqc", query, key_pos)) / math.sqrt(e)
         weights = logits.masked_fill(~valid[:, None], float("-inf")).softmax(-1)
-        weights = F.dropout(weights, attn.dropout, self.training)
+        weights = attn.attention_dropout(weights)
         frame_weights = weights.new_zeros(b, heads, q, memory.shape[1]).scatter_add(-1, slots, weights)
         out = frame_weights @ values + torch.einsum("bhqc,hce->bhqe", weights, value_pos)
         return attn.out_proj(out.transpose(1, 2).reshape(b, q, d))

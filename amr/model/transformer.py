@@ -59,13 +59,16 @@ def attend(
     v: torch.Tensor,
     heads: int,
     allowed: torch.Tensor | None,
-    dropout: float,
+    dropout: Dropout | None = None,
 ) -> torch.Tensor:
     """Multi-head attention on already projected inputs.
 
     q: (B, Lq, Eqk), k: (B, Lk, Eqk), v: (B, Lk, Ev); ``allowed`` broadcastable to
     (B, Lq, Lk), True = may attend. The q/k head width (Eqk / heads) may differ from the value
-    head width, as in conditional DETR's cross-attention. Returns (B, Lq, Ev).
+    head width, as in conditional DETR's cross-attention. ``dropout`` (training, p > 0) drops
+    attention weights after the softmax, as ``nn.MultiheadAttention`` does; it is amr's
+    :class:`Dropout`, so the masks follow torch's seed and the CPU kernels like every other
+    dropout. Returns (B, Lq, Ev).
     """
     b, lq, _ = q.shape
     lk = k.shape[1]
@@ -74,10 +77,34 @@ def attend(
         return x.reshape(b, length, heads, -1).transpose(1, 2)
 
     mask = None if allowed is None else allowed.unsqueeze(1)  # broadcast over heads
-    out = F.scaled_dot_product_attention(
-        split(q, lq), split(k, lk), split(v, lk), attn_mask=mask, dropout_p=dropout
-    )
+    q, k, v = split(q, lq), split(k, lk), split(v, lk)
+    if dropout is None or not dropout.training or dropout.p == 0.0:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    else:
+        logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        out = dropout(logits.softmax(-1)) @ v
     return out.transpose(1, 2).reshape(b, lq, -1)
+
+
+def multihead_attention_init_(q_proj: nn.Linear, k_proj: nn.Linear, v_proj: nn.Linear,
+                              out_proj: nn.Linear) -> None:
+    """``nn.MultiheadAttention``'s initialisation, which QD-DETR's attention layers have: the
+    three input projections are rows of ONE xavier-uniform (3d x d) matrix (so each is drawn
+    1/sqrt(2) as wide as a xavier (d x d) matrix), their biases and the output bias are zero,
+    the output weights xavier-uniform. The input weights are flagged ``_no_reinit`` so that a
+    model-wide xavier pass keeps them."""
+    dim = q_proj.in_features
+    fused = torch.empty(3 * dim, dim)
+    nn.init.xavier_uniform_(fused)
+    with torch.no_grad():
+        for proj, rows in zip((q_proj, k_proj, v_proj), fused.chunk(3)):
+            proj.weight.copy_(rows)
+            proj.weight._no_reinit = True
+            nn.init.zeros_(proj.bias)
+    nn.init.xavier_uniform_(out_proj.weight)
+    nn.init.zeros_(out_proj.bias)
 
 
 def key_padding(mask: torch.Tensor) -> torch.Tensor:
@@ -86,19 +113,22 @@ def key_padding(mask: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Standard multi-head attention with its own q/k/v/out projections."""
+    """Standard multi-head attention with its own q/k/v/out projections, initialised as
+    ``nn.MultiheadAttention`` (:func:`multihead_attention_init_`)."""
 
     def __init__(self, dim: int, heads: int, attention_dropout: float):
         super().__init__()
-        self.heads, self.dropout = heads, attention_dropout
+        self.heads = heads
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
+        self.attention_dropout = Dropout(attention_dropout)
+        multihead_attention_init_(self.q_proj, self.k_proj, self.v_proj, self.out_proj)
 
     def forward(self, query, key, value, allowed=None):
-        drop = self.dropout if self.training else 0.0
-        out = attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), self.heads, allowed, drop)
+        out = attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), self.heads, allowed,
+                     self.attention_dropout)
         return self.out_proj(out)
 
 
@@ -184,7 +214,8 @@ class ConditionalDecoderLayer(nn.Module):
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
                  activation: str, first: bool):
         super().__init__()
-        self.heads, self.attention_dropout = heads, attention_dropout
+        self.heads = heads
+        self.attention_dropout = Dropout(attention_dropout)
         self.sa_qcontent_proj = nn.Linear(dim, dim)
         self.sa_qpos_proj = nn.Linear(dim, dim)
         self.sa_kcontent_proj = nn.Linear(dim, dim)
@@ -205,6 +236,10 @@ class ConditionalDecoderLayer(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm3 = nn.LayerNorm(dim)
         self.dropout1, self.dropout2, self.dropout3 = (Dropout(dropout) for _ in range(3))
+        # conditional DETR's attention modules zero their output bias (the input projections
+        # above keep nn.Linear's bias; the model-wide xavier pass draws every weight)
+        nn.init.zeros_(self.sa_out_proj.bias)
+        nn.init.zeros_(self.ca_out_proj.bias)
 
     def _concat_heads(self, content: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
         b, n, d = content.shape
@@ -212,7 +247,7 @@ class ConditionalDecoderLayer(nn.Module):
         return torch.cat([content.view(b, n, h, d // h), spatial.view(b, n, h, d // h)], -1).view(b, n, 2 * d)
 
     def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, self_attn_allowed):
-        drop = self.attention_dropout if self.training else 0.0
+        drop = self.attention_dropout
         # self-attention among queries (the DN mask keeps denoising groups apart)
         q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(query_pos)
         k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(query_pos)
@@ -255,10 +290,9 @@ class ConditionalDecoder(nn.Module):
         self.ref_point_head = MLP(dim, dim, dim, 2)
         self.ref_anchor_head = MLP(dim, dim, 1, 2)
         self.bbox_embed = MLP(dim, dim, 2, 3)
-        # refinement starts from the anchors themselves; kept through the Xavier init
-        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
+        # QD-DETR zeroes the last layer, then its model-wide xavier pass draws the weight again:
+        # the refinement starts random, with a zero bias (the model's xavier pass draws it here)
         nn.init.zeros_(self.bbox_embed.layers[-1].bias)
-        self.bbox_embed.layers[-1].weight._no_reinit = True
 
     def forward(self, tgt, memory, memory_mask, pos, anchors_unsigmoid, self_attn_allowed=None):
         reference = anchors_unsigmoid.sigmoid()
