@@ -8,7 +8,11 @@ export DVC_NO_ANALYTICS=1 OMP_WAIT_POLICY=PASSIVE
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$REPO/.venv/bin:$PATH"
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+cleanup() {  # stop the queue's worker before its workspace goes
+  [ -d "$WORK/copy/.dvc" ] && (cd "$WORK/copy" && dvc queue stop --kill >/dev/null 2>&1 || true)
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 git -C "$REPO" config user.email >/dev/null || git -C "$REPO" config user.email ci@localhost
 git -C "$REPO" config user.name >/dev/null || git -C "$REPO" config user.name ci
@@ -31,14 +35,14 @@ amr ablations queue | tee "$WORK/queue.log"
 queued=$(grep -c " exp run --queue " "$WORK/queue.log" || true)
 [ "$queued" -ge 10 ] || fail "only $queued rows queued"
 dvc queue start -j 1 >/dev/null
-while dvc queue status 2>/dev/null | grep -qE " (Queued|Running) "; do sleep 10; done
+while dvc queue status 2>/dev/null | grep -qE " (Queued|Running) *$"; do sleep 10; done
 dvc queue status
-failed=$(dvc queue status 2>/dev/null | grep -c " Failed " || true)
+failed=$(dvc queue status 2>/dev/null | grep -cE " Failed *$" || true)
 if [ "$failed" != 0 ]; then
-  for name in $(dvc queue status | awk '/ Failed /{print $2}'); do dvc queue logs "$name" | tail -20; done
+  for name in $(dvc queue status | awk "/ Failed *$/{print \$2}"); do dvc queue logs "$name" | tail -20; done
   fail "$failed of $queued experiments failed"
 fi
-succeeded=$(dvc queue status 2>/dev/null | grep -c " Success " || true)
+succeeded=$(dvc queue status 2>/dev/null | grep -cE " Success *$" || true)
 [ "$succeeded" = "$queued" ] || fail "$succeeded of $queued experiments succeeded"
 echo "grid: $queued experiments in $(( $(date +%s) - start )) s (with the 1 + 1-epoch Table 1)"
 

@@ -253,8 +253,9 @@ class BackboneConfig:
     # activation='prelu', one nn.PReLU (a single slope) per layer
     activation: str = "prelu"  # prelu | relu | gelu
     # CPU kernels (dropout masks, Mamba's scan and conv): `native` builds C kernels with the system
-    # compiler at first use; `torch` needs no compiler. Same results either way, speed only
-    cpu_kernels: str = "native"  # native | torch
+    # compiler at first use; `torch` needs no compiler; `auto`: native where the compiler builds
+    # them, else torch. Same results either way, speed only
+    cpu_kernels: str = "auto"  # auto | native | torch
     t2v_layers: int = 2  # text-to-audio cross-attention encoder
     encoder_layers: int = 2  # audio self-attention encoder (replaced by Mamba when enabled)
     decoder_layers: int = 2  # conditional-DETR decoder
@@ -269,7 +270,7 @@ class BackboneConfig:
 
 
 ACTIVATIONS = ("prelu", "relu", "gelu")
-CPU_KERNELS = ("native", "torch")
+CPU_KERNELS = ("auto", "native", "torch")
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ def evaluate_system(runs: SystemRuns) -> dict:
     info); return metrics."""
     from amr.analysis.queries import query_table, write_query_table
     from amr.prediction_files import read_predictions
+    from amr.ranking import ranking_diagnostics
 
     gt = load_jsonl(ground_truth(PREDICT_SPLITS["test"]))
     predicted = {label: read_predictions(path) for label, path in runs.test_predictions}
@@ -94,7 +95,9 @@ def evaluate_system(runs: SystemRuns) -> dict:
     primary = next(iter(results.values()))
     headline = {k: primary[k] for k in METRIC_KEYS}
     write_json(metrics_file(runs.name), headline)
-    write_json(METRICS_DIR / f"{runs.name}.details.json", primary)
+    # how the headline run ranks its own windows (amr.ranking), beside the official breakdowns
+    ranking = ranking_diagnostics(next(iter(predicted.values())), gt)
+    write_json(METRICS_DIR / f"{runs.name}.details.json", {**primary, "ranking": ranking})
     spread = {
         k: {"mean": round(statistics.mean(r[k] for r in results.values()), 2),
             "sd": round(statistics.stdev(r[k] for r in results.values()), 2) if len(results) > 1 else None}

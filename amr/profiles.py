@@ -1,7 +1,7 @@
 """Budget presets: ``paper`` (the report's recipe) and ``demo`` (the whole DAG on a laptop CPU).
 
-A preset sets the compute budget only: widths, epochs, learning rates, batch size, CPU threads
-and kernels. Every component, loss and inference knob is the same in both, so a demo run
+A preset sets the compute budget only: widths, epochs, learning rates, batch size and CPU
+threads. Every component, loss and inference knob is the same in both, so a demo run
 exercises exactly the paper's systems.
 
 ``params.yaml`` holds the values that run; a preset is applied by writing it there:
@@ -31,8 +31,7 @@ DEMO = {
     "model.ffn_dim": 256,
     "model.heads": 4,
     "cascade.ffn_dim": 128,
-    # torch ops only (no C compiler needed) and the fused attention path
-    "model.cpu_kernels": "torch",
+    # the fused attention path
     "model.attention_dropout": 0.0,
     # few steps on little data: fewer epochs, higher learning rates than the report's
     "train.pretrain.epochs": 6,

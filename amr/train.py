@@ -47,6 +47,7 @@ from amr.training.cpu_memory import keep_freed_memory
 from amr.training.distributed import DistContext, setup
 from amr.training.identity import identity_hash, run_identity
 from amr.training.loop import TrainError, build_optimizer, enabled_loss_terms, train_one_epoch, validate
+from amr.ranking import collapse_warning
 from amr.training.progress import MetricLog, make_reporter
 
 STAGES = ("pretrain", "finetune")
@@ -258,6 +259,7 @@ def _save_checkpoints(out_dir: Path, trainee: Trainee, run_record: dict, state: 
 def _system_info(trainee: Trainee, run_record: dict, state: Progress) -> dict:
     """``system_info.json``: what the submission needs, and what produced these weights."""
     from amr.model import count_parameters
+    from amr.model.detector import cpu_kernels_in_use
     from amr.model.mamba import scan_paths
 
     counts = count_parameters(trainee.model)  # the criterion holds no parameters of its own
@@ -278,7 +280,21 @@ def _system_info(trainee: Trainee, run_record: dict, state: Progress) -> dict:
         # how this process ran the Mamba scans (empty without Mamba): mamba-ssm's CUDA kernel,
         # amr's C kernel or amr's torch ops
         "selective_scan": scan_paths(trainee.model),
+        # model.cpu_kernels as it ran on this machine: native (C kernels) or torch
+        "cpu_kernels": cpu_kernels_in_use(trainee.model),
     }
+
+
+def _kernels_line(model: torch.nn.Module, choice: str) -> str:
+    """Which CPU kernels run (model.cpu_kernels), and why when ``auto`` fell back to torch."""
+    from amr.model import native
+    from amr.model.detector import cpu_kernels_in_use
+
+    used = cpu_kernels_in_use(model)
+    line = f"CPU kernels: {used} (model.cpu_kernels: {choice})"
+    if used == "torch" and choice != "torch" and native.build_error() is not None:
+        line += f"; the C kernels did not build: {str(native.build_error()).splitlines()[0]}"
+    return line
 
 
 def _installed_version(distribution: str) -> str | None:
@@ -397,6 +413,8 @@ def train_stage(
         metric_log = None
         if ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
+            if ctx.device.type == "cpu":
+                print(_kernels_line(trainee.model, system_cfg.backbone.cpu_kernels), flush=True)
             if resume is not None and state.epoch < schedule.epochs:
                 print(f"resuming {out_dir / 'last.pt'} at epoch {state.epoch + 1}/{schedule.epochs}",
                       flush=True)
@@ -439,6 +457,9 @@ def train_stage(
                                       "metrics": metrics}
                     state.history.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - t0, 3),
                                           "train": train_means, "val": metrics})
+                    warning = collapse_warning(state.history)
+                    if warning:
+                        print(f"{stage} {warning}", flush=True)
                     metric_log.log_epoch(epoch, {**{f"train/{k}": v for k, v in train_means.items()},
                                                  **{f"val/{k}": v for k, v in metrics.items()}})
                 ctx.barrier()

@@ -26,20 +26,25 @@ def test_drop_rate_scale_and_gradient(p):
     torch.testing.assert_close(grad, (~dropped).double() * scale)
 
 
-def splitmix64_top15(seed: int, i: int) -> int:
-    """Python integers, the published splitmix64 finaliser: the reference for ``uniform15``."""
-    mask = (1 << 64) - 1
-    z = (seed + (i + 1) * 0x9E3779B97F4A7C15) & mask
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    return (z ^ (z >> 31)) >> 49
+def reference_draws(seed: int, i: int) -> int:
+    """Python integers, Wellons' published lowbias32 on counter i // 2 of the seed's stream:
+    the reference for ``uniform15``."""
+    mask = (1 << 32) - 1
+    key, mult = seed & mask, ((seed >> 32) & mask) | 1
+    h = ((i // 2) * mult + key) & mask
+    h ^= h >> 16
+    h = (h * 0x7FEB352D) & mask
+    h ^= h >> 15
+    h = (h * 0x846CA68B) & mask
+    h ^= h >> 16
+    return (h >> (16 * (i % 2))) & 0x7FFF
 
 
-def test_draws_are_splitmix64():
+def test_draws_are_lowbias32_fields():
     for seed in (0, 12345, (1 << 63) - 1, 0x0123456789ABCDEF):
-        draws = uniform15(seed, 1000)
+        draws = uniform15(seed, 1001)
         assert draws.min() >= 0 and draws.max() < 2**15
-        assert [int(v) for v in draws[[0, 1, 2, 999]]] == [splitmix64_top15(seed, i) for i in (0, 1, 2, 999)]
+        assert [int(v) for v in draws[[0, 1, 2, 999, 1000]]] == [reference_draws(seed, i) for i in (0, 1, 2, 999, 1000)]
 
 
 def test_masks_are_independent_of_position_and_reproducible():
@@ -52,6 +57,11 @@ def test_masks_are_independent_of_position_and_reproducible():
     assert torch.all((per_offset - 0.5).abs() < 0.02), per_offset
     same = (a.flatten()[1:] == a.flatten()[:-1]).double().mean().item()
     assert abs(same - 0.5) < 0.02
+    # the two fields of one hash (elements 2c, 2c + 1) drop together as often as independent draws
+    p = 0.1
+    b, _ = drop_mask(torch.Size([200_000]), p, seed)
+    both = (b[0::2] & b[1::2]).double().mean().item()
+    assert abs(both - p * p) < 5 * (p * p / 100_000) ** 0.5, both
     torch.manual_seed(3)
     assert torch.equal(a, drop_mask(torch.Size([64, 1000]), 0.5, draw_seed())[0])
     assert not torch.equal(a, drop_mask(torch.Size([64, 1000]), 0.5, draw_seed())[0])
@@ -96,7 +106,7 @@ def test_torch_draws_in_pieces_equal_one_piece(monkeypatch):
     from amr.model import dropout as dropout_module
 
     whole, _ = drop_mask(torch.Size([37, 101]), 0.2, 99)
-    monkeypatch.setattr(dropout_module, "MASK_CHUNK", 1000)  # 4 pieces, the last one short
+    monkeypatch.setattr(dropout_module, "MASK_CHUNK", 500)  # 4 pieces of counters, the last one short
     pieces, _ = drop_mask(torch.Size([37, 101]), 0.2, 99)
     assert torch.equal(whole, pieces)
     assert torch.equal(whole.flatten(), uniform15(99, 37 * 101) < round(0.2 * 2**15))
@@ -138,3 +148,22 @@ def test_cpu_kernels_knob_torch_never_builds_and_gives_the_same_training_step(mo
     assert native_grads.keys() == torch_grads.keys()
     for name, grad in native_grads.items():
         assert torch.equal(grad, torch_grads[name]), name
+
+
+def test_auto_cpu_kernels_take_the_c_kernels_where_they_build(monkeypatch):
+    """`model.cpu_kernels: auto` (both presets): native where the compiler builds the kernels,
+    torch ops where it does not, and the model says which."""
+    import dataclasses
+
+    from amr.model import build_model, native
+    from amr.model.detector import cpu_kernels_in_use
+    from model_batches import small_config
+
+    cfg = small_config(mamba=True)
+    auto = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, cpu_kernels="auto"))
+    assert native.native_available(), native.build_error()
+    assert cpu_kernels_in_use(build_model(auto)) == "native"
+    monkeypatch.setitem(native._STATE, "error", native.NativeBuildError("no C compiler found"))
+    model = build_model(auto)
+    assert cpu_kernels_in_use(model) == "torch"
+    assert not any(getattr(m, "native_cpu_kernels", False) for m in model.modules())

@@ -64,12 +64,27 @@ def xavier_init_(module: nn.Module) -> None:
             nn.init.xavier_uniform_(p)
 
 
-def select_cpu_kernels(module: nn.Module, native: bool) -> None:
+def select_cpu_kernels(module: nn.Module, choice: str) -> None:
     """``model.cpu_kernels`` for every module with compiled CPU kernels (dropout, Mamba's scan and
-    conv): C kernels built at first use, or torch ops only. Results are the same either way."""
+    conv): ``native`` (C kernels built at first use), ``torch`` (torch ops only) or ``auto``
+    (native where the system C compiler builds them). Results are the same either way."""
+    if choice == "auto":
+        from amr.model import native
+
+        use_native = native.native_available()
+    else:
+        use_native = choice == "native"
     for m in module.modules():
         if hasattr(m, "native_cpu_kernels"):
-            m.native_cpu_kernels = native
+            m.native_cpu_kernels = use_native
+
+
+def cpu_kernels_in_use(module: nn.Module) -> str:
+    """``native`` or ``torch``: how this model's CPU dropout and Mamba kernels run."""
+    from amr.model import native
+
+    wants = any(getattr(m, "native_cpu_kernels", False) for m in module.modules())
+    return "native" if wants and native.native_available() else "torch"
 
 
 class MomentDetector(nn.Module):
@@ -111,7 +126,7 @@ class MomentDetector(nn.Module):
         self.cascade = CascadeRefiner(d, cfg.cascade, b.dropout, b.attention_dropout) if cfg.cascade.enabled else None
         if self.cascade is not None:
             xavier_init_(nn.ModuleList([self.cascade.cross_attn, self.cascade.ffn]))
-        select_cpu_kernels(self, native=b.cpu_kernels == "native")
+        select_cpu_kernels(self, b.cpu_kernels)
 
     # ------------------------------------------------------------------------------------------
     # stages

@@ -1,20 +1,22 @@
-"""Dropout with a cheaper random mask on CPU.
+"""Dropout with a cheaper, reproducible random mask on CPU.
 
 ``nn.Dropout`` on CPU draws one Bernoulli sample per element from torch's Mersenne twister
 (about 9 ns each here, on one thread); a training step of the report's model drops ~100 M
 activations, so mask generation alone cost over a second per step. ``Dropout`` instead takes one
-64-bit seed per call from torch's default generator and gives element i a 15-bit uniform integer
-by hashing (seed, i) with splitmix64 (``uniform15``); it is dropped when that integer is below
-round(p · 2¹⁵). The drop probability is therefore p rounded to a multiple of 2⁻¹⁵
-(0.1 → 0.100006) and the kept elements are scaled by 1 / (1 − that probability), so the
-expectation is preserved exactly. ``torch.manual_seed`` makes the masks reproducible; as a draw
-depends only on the seed and the element's index, they do not depend on the number of threads.
+64-bit seed per call from torch's default generator and gives each element a 15-bit uniform
+integer from a counter-based hash: every pair of elements shares one 32-bit hash (Wellons'
+lowbias32 of ``c * mult + key``, key and odd multiplier from the seed), its low and high 15-bit
+fields drawing the two. An element is dropped when its integer is below round(p · 2¹⁵), so the
+drop probability is p rounded to a multiple of 2⁻¹⁵ (0.1 → 0.100006), and the kept elements are
+scaled by 1 / (1 − that probability): the expectation is preserved exactly.
+``torch.manual_seed`` makes the masks reproducible; as a draw depends only on the seed and the
+element's index, they do not depend on the number of threads.
 
 The mask, the scaled output and, backward, the masked gradient are one pass each way in a small
 C kernel (``dropout_cpu.c``, built with the other CPU kernels by :mod:`amr.model.native`).
-Without a C compiler the torch ops below compute the same integers and the same results, a
-million elements at a time (their int64 temporaries stay small) and several times slower. The
-backward keeps only the boolean mask (one byte per element), as the built-in does.
+Without a C compiler the torch ops below compute the same integers and the same results: the
+hash is 32-bit wrapping arithmetic, which torch vectorises, on half as many counters as elements.
+The backward keeps only the boolean mask (one byte per element), as the built-in does.
 
 Off CPU (CUDA), and in eval mode, it is ``nn.functional.dropout`` itself.
 """
@@ -28,8 +30,14 @@ from torch.autograd.function import once_differentiable
 from amr.model import native
 
 RESOLUTION = 1 << 15  # 15-bit uniform integers
-# splitmix64's constants, as the signed int64 values torch's wrapping arithmetic needs
-_GAMMA, _MIX1, _MIX2 = (c - (1 << 64) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+FIELD = RESOLUTION - 1
+_MIX1, _MIX2 = 0x7FEB352D, 0x846CA68B  # lowbias32's multipliers
+
+
+def _int32(value: int) -> int:
+    """The int32 with the bits of uint32 ``value`` (what torch's wrapping int32 ops need)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def draw_seed() -> int:
@@ -37,22 +45,29 @@ def draw_seed() -> int:
     return int(torch.empty((), dtype=torch.int64).random_())
 
 
-def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical (unsigned) right shift of int64 values."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
+def stream(seed: int) -> tuple[int, int]:
+    """(key, odd multiplier) of a call's counter stream, as uint32 values."""
+    return seed & 0xFFFFFFFF, ((seed >> 32) & 0xFFFFFFFF) | 1
 
 
-def uniform15(seed: int, numel: int, device: torch.device | str = "cpu", start: int = 0) -> torch.Tensor:
-    """The 15-bit uniform integers (int64) of elements start .. start + numel - 1: the top 15
-    bits of splitmix64(seed, i + 1).
+def pair_hashes(seed: int, count: int, start: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The 32-bit hashes (as int32) of counters start .. start + count - 1: the torch twin of
+    ``pair_hash`` in ``dropout_cpu.c``; int32 products wrap as uint32's do."""
+    key, mult = stream(seed)
+    h = torch.arange(start, start + count, dtype=torch.int32, device=device)
+    h.mul_(_int32(mult)).add_(_int32(key))
+    for shift, multiplier in ((16, _MIX1), (15, _MIX2)):
+        h ^= (h >> shift) & ((1 << (32 - shift)) - 1)  # a logical shift of the uint32 bits
+        h.mul_(_int32(multiplier))
+    h ^= (h >> 16) & 0xFFFF
+    return h
 
-    The torch-ops twin of ``uniform15`` in ``dropout_cpu.c``; int64 products wrap as uint64's do.
-    """
-    seed = seed - (1 << 64) if seed >= 1 << 63 else seed
-    z = torch.arange(start + 1, start + numel + 1, dtype=torch.int64, device=device) * _GAMMA + seed
-    z = (z ^ _shift_right(z, 30)) * _MIX1
-    z = (z ^ _shift_right(z, 27)) * _MIX2
-    return _shift_right(z ^ _shift_right(z, 31), 49)
+
+def uniform15(seed: int, numel: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The 15-bit uniform integers (int64) of elements 0 .. numel - 1 (tests and analysis; the
+    mask below does not build them)."""
+    h = pair_hashes(seed, (numel + 1) // 2, device=device).to(torch.int64)
+    return torch.stack([h & FIELD, (h >> 16) & FIELD], 1).flatten()[:numel]
 
 
 def drop_threshold(p: float) -> tuple[int, float]:
@@ -61,8 +76,8 @@ def drop_threshold(p: float) -> tuple[int, float]:
     return threshold, RESOLUTION / (RESOLUTION - threshold)
 
 
-# the torch-ops draws go this many elements at a time: their int64 temporaries stay small
-MASK_CHUNK = 1 << 20
+# the torch-ops draws go this many counters at a time: their int32 temporaries stay in cache
+MASK_CHUNK = 1 << 16
 
 
 def drop_mask(shape: torch.Size, p: float, seed: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, float]:
@@ -70,11 +85,16 @@ def drop_mask(shape: torch.Size, p: float, seed: int, device: torch.device | str
     scale for the kept elements."""
     threshold, scale = drop_threshold(p)
     numel = shape.numel()
-    drop = torch.empty(numel, dtype=torch.bool, device=device)
-    for start in range(0, numel, MASK_CHUNK):
-        count = min(MASK_CHUNK, numel - start)
-        torch.lt(uniform15(seed, count, device, start), threshold, out=drop[start : start + count])
-    return drop.view(shape), scale
+    pairs = (numel + 1) // 2
+    drop = torch.empty(pairs, 2, dtype=torch.bool, device=device)
+    for start in range(0, pairs, MASK_CHUNK):
+        count = min(MASK_CHUNK, pairs - start)
+        h = pair_hashes(seed, count, start, device)
+        # the low field of each hash draws the even element, the high field the odd one;
+        # comparing the masked high field with threshold << 16 spares a shift
+        torch.lt(h & FIELD, threshold, out=drop[start: start + count, 0])
+        torch.lt(h & (FIELD << 16), threshold << 16, out=drop[start: start + count, 1])
+    return drop.flatten()[:numel].view(shape), scale
 
 
 def _use_kernel(x: torch.Tensor, native_kernel: bool) -> bool:
@@ -89,7 +109,7 @@ class _MaskedScale(torch.autograd.Function):
         ctx.native_kernel = native_kernel
         if _use_kernel(x, native_kernel):
             threshold, scale = drop_threshold(p)
-            out, drop = native.dropout_forward(x.contiguous(), seed, threshold, scale)
+            out, drop = native.dropout_forward(x.contiguous(), *stream(seed), threshold, scale)
         else:
             drop, scale = drop_mask(x.shape, p, seed, x.device)
             out = x.mul(scale).masked_fill_(drop, 0.0)  # one pass fewer than masked_fill().mul_()

@@ -1,15 +1,20 @@
 /* Dropout for CPU: the random mask, the scaled output and the masked gradient, one pass each way.
  *
  * Compiled at first use by amr/model/native.py, once with -DREAL=float and once with
- * -DREAL=double. The random numbers are counter-based: element i's 15-bit uniform integer is the
- * top 15 bits of splitmix64's output for counter i + 1 from `seed`,
+ * -DREAL=double. The random numbers are counter-based. A call's 64-bit seed gives a 32-bit key and
+ * an odd 32-bit multiplier; counter c (one per pair of elements) is hashed with Wellons'
+ * lowbias32 mixer, all in wrapping 32-bit arithmetic,
  *
- *   z = seed + (i + 1) * 0x9E3779B97F4A7C15,  z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9,
- *   z = (z ^ z >> 27) * 0x94D049BB133111EB,   z ^= z >> 31,  u_i = z >> 49,
+ *   h = c * mult + key,  h ^= h >> 16,  h *= 0x7feb352d,  h ^= h >> 15,  h *= 0x846ca68b,
+ *   h ^= h >> 16,
  *
- * so each element's draw depends only on the seed and its index: the mask is the same for any
- * number of threads, and amr/model/dropout.py computes the same integers with torch ops where
- * no compiler is available. Element i is dropped when u_i < threshold.
+ * and the low and high 15-bit fields of h are the draws of elements 2c and 2c + 1:
+ *
+ *   u_2c = h & 0x7fff,   u_2c+1 = (h >> 16) & 0x7fff.
+ *
+ * Each element's draw depends only on the seed and its index: the mask is the same for any
+ * number of threads, and amr/model/dropout.py computes the same integers with 32-bit torch ops
+ * where no compiler is available. Element i is dropped when u_i < threshold.
  *
  *   forward:   drop_i = u_i < threshold     out_i = drop_i ? 0 : x_i * scale
  *   backward:  grad_x_i = drop_i ? 0 : grad_i * scale
@@ -24,20 +29,32 @@
 #define REAL float
 #endif
 
-static inline uint32_t uniform15(uint64_t seed, int64_t i) {
-    uint64_t z = seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (uint32_t)((z ^ (z >> 31)) >> 49);
+static inline uint32_t pair_hash(uint32_t key, uint32_t mult, int64_t c) {
+    uint32_t h = (uint32_t)c * mult + key;
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
+    h *= 0x846ca68bu;
+    h ^= h >> 16;
+    return h;
 }
 
-void dropout_forward(const REAL *restrict x, uint64_t seed, uint32_t threshold, REAL scale,
+static inline void apply(const REAL *restrict x, REAL scale, REAL *restrict out, uint8_t *restrict drop,
+                         int64_t i, uint32_t draw, uint32_t threshold) {
+    const int dropped = draw < threshold;
+    drop[i] = (uint8_t)dropped;
+    out[i] = dropped ? (REAL)0 : x[i] * scale;
+}
+
+void dropout_forward(const REAL *restrict x, uint32_t key, uint32_t mult, uint32_t threshold, REAL scale,
                      REAL *restrict out, uint8_t *restrict drop, int64_t n, int threads) {
+    const int64_t pairs = (n + 1) / 2;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-        const int dropped = uniform15(seed, i) < threshold;
-        drop[i] = (uint8_t)dropped;
-        out[i] = dropped ? (REAL)0 : x[i] * scale;
+    for (int64_t c = 0; c < pairs; ++c) {
+        const uint32_t h = pair_hash(key, mult, c);
+        apply(x, scale, out, drop, 2 * c, h & 0x7fffu, threshold);
+        if (2 * c + 1 < n)
+            apply(x, scale, out, drop, 2 * c + 1, (h >> 16) & 0x7fffu, threshold);
     }
 }
 

@@ -192,13 +192,14 @@ def _threads(numel: int) -> ctypes.c_int:
     return ctypes.c_int(torch.get_num_threads() if numel >= PARALLEL_MIN_ELEMENTS else 1)
 
 
-def dropout_forward(x, seed: int, threshold: int, scale: float):
-    """x * scale where element i's counter-based draw from ``seed`` is >= threshold, else 0;
-    and the drop mask (bool). x contiguous."""
+def dropout_forward(x, key: int, mult: int, threshold: int, scale: float):
+    """x * scale where element i's counter-based draw from the stream (key, mult) is >=
+    threshold, else 0; and the drop mask (bool). x contiguous."""
     lib = _load()[x.dtype]["dropout"]
     out, drop = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
-    lib.dropout_forward(_ptr(x), ctypes.c_uint64(seed), ctypes.c_uint32(threshold), _real(scale, x.dtype),
-                        _ptr(out), _ptr(drop), ctypes.c_int64(x.numel()), _threads(x.numel()))
+    lib.dropout_forward(_ptr(x), ctypes.c_uint32(key), ctypes.c_uint32(mult), ctypes.c_uint32(threshold),
+                        _real(scale, x.dtype), _ptr(out), _ptr(drop), ctypes.c_int64(x.numel()),
+                        _threads(x.numel()))
     return out, drop
 
 

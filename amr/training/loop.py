@@ -84,12 +84,19 @@ def train_one_epoch(
 
 def validate(model: torch.nn.Module, loader: DataLoader, system_cfg: SystemConfig,
              gt: list[dict], device: torch.device, amp: bool) -> dict[str, float]:
-    """Official metrics of ``model`` on the validation split (model selection)."""
+    """Official metrics of ``model`` on the validation split (model selection), and the ranking
+    diagnostics of :mod:`amr.ranking` beside them."""
     from amr.metrics import evaluate_predictions
     from amr.predict import run_inference
+    from amr.ranking import MemoryProbe, ranking_diagnostics
 
-    records, _ = run_inference(model, loader, system_cfg, None, device, amp)
-    return evaluate_predictions(records, gt)
+    probe = MemoryProbe(model)
+    try:
+        records, _ = run_inference(model, loader, system_cfg, None, device, amp)
+    finally:
+        probe.close()
+    return {**evaluate_predictions(records, gt), **ranking_diagnostics(records, gt),
+            "memory_variation": probe.mean()}
 
 
 def _average_gradients(params, world_size: int) -> None:
