@@ -437,3 +437,34 @@ def test_prelu_is_one_slope_per_transformer_layer_and_the_activation_is_a_knob()
 
     with pytest.raises(ConfigError, match="model.activation"):
         dataclasses.replace(cfg.backbone, activation="swish")
+
+
+def test_attention_dropout_path_equals_the_fused_attention_at_rate_zero_and_drops_weights():
+    """With attention dropout the weights are computed explicitly (amr's Dropout on them, as
+    nn.MultiheadAttention drops its weights); at p = 0 that path equals the fused one."""
+    from amr.model.dropout import Dropout
+    from amr.model.transformer import attend
+
+    torch.manual_seed(0)
+    b, lq, lk, d, heads = 3, 5, 7, 8, 2
+    q, k, v = torch.randn(b, lq, d), torch.randn(b, lk, d), torch.randn(b, lk, d)
+    key_padding = torch.arange(lk)[None, None] < torch.tensor([7, 4, 6])[:, None, None]  # (B, 1, Lk)
+    square = torch.rand(lq, lk) > 0.3
+    square[:, 0] = True  # (Lq, Lk), every query may attend somewhere
+    for allowed in (None, key_padding, square):
+        fused = attend(q, k, v, heads, allowed, None)
+        explicit = attend(q, k, v, heads, allowed, _AlwaysOn(0.0))
+        torch.testing.assert_close(explicit, fused, rtol=1e-5, atol=1e-6)
+    dropped = attend(q, k, v, heads, key_padding, Dropout(0.5).train())
+    assert not torch.allclose(dropped, attend(q, k, v, heads, key_padding, None))
+
+
+class _AlwaysOn(torch.nn.Module):
+    """A dropout that takes the explicit path but drops nothing."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = 1e-9
+
+    def forward(self, x):
+        return x

@@ -76,16 +76,25 @@ def attend(
     def split(x: torch.Tensor, length: int) -> torch.Tensor:
         return x.reshape(b, length, heads, -1).transpose(1, 2)
 
-    mask = None if allowed is None else allowed.unsqueeze(1)  # broadcast over heads
     q, k, v = split(q, lq), split(k, lk), split(v, lk)
+    if allowed is not None and allowed.dim() == 2:
+        allowed = allowed[None]  # (Lq, Lk): the same for every batch element
     if dropout is None or not dropout.training or dropout.p == 0.0:
+        mask = None if allowed is None else allowed.unsqueeze(1)  # broadcast over heads
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out.transpose(1, 2).reshape(b, lq, -1)
+    # batch x heads as one bmm batch; the mask enters as an additive bias of the scaled product
+    q, k, v = (x.reshape(b * heads, x.shape[2], x.shape[3]) for x in (q, k, v))
+    scale = q.shape[-1] ** -0.5
+    if allowed is None:
+        logits = torch.bmm(q, k.transpose(1, 2)).mul_(scale)
     else:
-        logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-        if mask is not None:
-            logits = logits.masked_fill(~mask, float("-inf"))
-        out = dropout(logits.softmax(-1)) @ v
-    return out.transpose(1, 2).reshape(b, lq, -1)
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+        rows = bias.shape[1]  # (B | 1, Lq | 1, Lk)
+        bias = bias[:, None].expand(b, heads, rows, lk).reshape(b * heads, rows, lk)
+        logits = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
+    out = torch.bmm(dropout(logits.softmax(-1)), v)
+    return out.view(b, heads, lq, -1).transpose(1, 2).reshape(b, lq, -1)
 
 
 def multihead_attention_init_(q_proj: nn.Linear, k_proj: nn.Linear, v_proj: nn.Linear,
