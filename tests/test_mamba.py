@@ -189,11 +189,10 @@ def test_fused_scan_backward_falls_back_to_eager_gradients(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10, msg=lambda m: f"grad of {name}: {m}")
 
 
-def test_fused_path_follows_the_knob_and_only_for_large_cpu_scans():
-    small, large = torch.empty(10, 2, 8), torch.empty(300, 32, 512)
-    assert not scan_module.use_fused_scan(large, 16, native_cpu_kernels=False)
-    assert not scan_module.use_fused_scan(small, 16, native_cpu_kernels=True)
-    assert scan_module.use_fused_scan(large, 16, native_cpu_kernels=True) == scan_module.fused_scan_available()
+def test_fused_path_follows_the_knob():
+    u = torch.empty(10, 2, 8)
+    assert not scan_module.use_fused_scan(u, native_cpu_kernels=False)
+    assert scan_module.use_fused_scan(u, native_cpu_kernels=True) == scan_module.fused_scan_available()
     demo = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", preset="demo")
     # both presets: the C kernels where the compiler builds them, torch ops elsewhere
     assert demo.system("slot3").backbone.cpu_kernels == "auto" == BackboneConfig().cpu_kernels

@@ -151,7 +151,7 @@ class Mamba(nn.Module):
 
     def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
         u, z = self.in_proj(x).chunk(2, dim=-1)  # (L, B, d_inner) each
-        fused = use_fused_scan(u, self.d_state, self.native_cpu_kernels)
+        fused = use_fused_scan(u, self.native_cpu_kernels)
         self.scan_paths.add(SCAN_NATIVE if fused else SCAN_TORCH)
         u = conv_silu(u, self.conv1d.weight[:, 0], self.conv1d.bias, fused)
         dt, B, C = torch.split(self.x_proj(u), [self.dt_rank, self.d_state, self.d_state], dim=-1)
