@@ -163,6 +163,17 @@ def collect(exp_show: list[dict], grid: list[Variant] = GRID, title: str = "Abla
     return table
 
 
+def write_table2(exp_show: list[dict], analysis, grid: list[Variant] = GRID,
+                 out: str = "reports/table2") -> tuple[Table, list]:
+    """Table 2 from ``dvc exp show --json``, each row's R1@0.7 against its group's selected row
+    (read from the experiments' commits, resampled as ``analysis`` says), written as
+    ``out``.{md,csv,tex}."""
+    from amr.tables import write_table
+
+    table = collect(exp_show, grid, query_results=git_query_results, analysis=analysis)
+    return table, write_table(table, out)
+
+
 def _mark_differences(grid, rows_by_name, source, query_results, analysis) -> None:
     from amr.analysis.queries import ALL, paired
     from amr.analysis.report import rng_for

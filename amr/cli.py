@@ -38,9 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from amr.errors import AmrError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
+    except AmrError as exc:  # bad input or configuration, named by the message: no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

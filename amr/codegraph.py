@@ -49,6 +49,24 @@ def _imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterable[st
             yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
+_FACTS: dict[tuple, tuple[list[str], list[str]]] = {}  # (path, mtime, size) -> what it names
+
+
+def _file_facts(path: Path, module: str) -> tuple[list[str], list[str]]:
+    """(module names it may import, file names it mentions) of one source file, parsed once per
+    process and version of the file (a stage check walks the same modules for every script)."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, module)
+    if key not in _FACTS:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        names = list(_imported_names(tree, module, path.name == "__init__.py"))
+        strings = [node.value for node in ast.walk(tree)
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                   and "/" not in node.value and "." in node.value and len(node.value) < 100]
+        _FACTS[key] = (names, strings)
+    return _FACTS[key]
+
+
 def project_files(entries: Iterable[str | Path], root: Path = ROOT) -> list[Path]:
     """``entries`` and every project file they can execute, sorted, relative to ``root``."""
     root = Path(root).resolve()
@@ -63,9 +81,8 @@ def project_files(entries: Iterable[str | Path], root: Path = ROOT) -> list[Path
         seen.add(path)
         if path.suffix != ".py":
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        module = _module_name(root, path)
-        for name in _imported_names(tree, module, path.name == "__init__.py"):
+        names, strings = _file_facts(path, _module_name(root, path))
+        for name in names:
             if name.split(".")[0] not in PROJECT_PACKAGES:
                 continue
             parts = name.split(".")
@@ -73,12 +90,10 @@ def project_files(entries: Iterable[str | Path], root: Path = ROOT) -> list[Path
                 found = _module_file(root, ".".join(parts[:depth]))
                 if found is not None:
                     todo.append(found)
-        for node in ast.walk(tree):  # resources: files beside the module that it names
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and "/" not in node.value and "." in node.value and len(node.value) < 100:
-                sibling = path.parent / node.value
-                if sibling.is_file() and sibling.suffix != ".py":
-                    todo.append(sibling)
+        for value in strings:  # resources: files beside the module that it names
+            sibling = path.parent / value
+            if sibling.is_file() and sibling.suffix != ".py":
+                todo.append(sibling)
     return sorted(p.relative_to(root) for p in seen)
 
 

@@ -16,8 +16,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from amr.errors import AmrError
 
-class ConfigError(ValueError):
+
+class ConfigError(AmrError, ValueError):
     """A params file or override does not fit the typed configuration."""
 
 
@@ -60,28 +62,16 @@ class DemoSizes:
     event_types: int = 0  # use the first N of EVENT_TYPES (0: all); fewer types learn faster
 
     def validate(self) -> None:
+        """The checks params.yaml's loading makes (amr.constraints), for sizes built in code."""
+        from amr.constraints import check_field
+
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value < 0:
-                raise ValueError(f"DemoSizes.{f.name} must be >= 0, got {value}")
-        if self.clotho_duration < 20:
-            raise ValueError(
-                f"DemoSizes.clotho_duration must be >= 20 s, got {self.clotho_duration}"
-            )
-        if not 20 <= self.castella_min_duration <= self.castella_max_duration:
-            raise ValueError(
-                "DemoSizes: need 20 <= castella_min_duration <= castella_max_duration, got "
-                f"{self.castella_min_duration} and {self.castella_max_duration}"
-            )
-        if not 1 <= self.max_queries_per_recording <= 5:
-            raise ValueError(
-                "DemoSizes.max_queries_per_recording must be 1..5, got "
-                f"{self.max_queries_per_recording}"
-            )
-        if self.event_types and self.event_types < 12:
-            raise ValueError(f"DemoSizes.event_types must be 0 (all) or >= 12, got {self.event_types}")
-        if self.duration_skew <= 0:
-            raise ValueError(f"DemoSizes.duration_skew must be > 0, got {self.duration_skew}")
+            problem = check_field("DemoSizes", f.name, getattr(self, f.name), f"DemoSizes.{f.name}")
+            if problem:
+                raise ConfigError(problem)
+        if self.castella_min_duration > self.castella_max_duration:
+            raise ConfigError(f"DemoSizes: castella_min_duration {self.castella_min_duration} is above "
+                              f"castella_max_duration {self.castella_max_duration}")
 
 
 @dataclass(frozen=True)
@@ -161,7 +151,6 @@ class DownloadSource:
     folder: str = "data/download"
     zenodo_url: str = "https://zenodo.org"
     retries: int = 3  # extra attempts after a transient network error (each resumes)
-    retry_delay_s: float = 2.0  # first back-off; doubles per attempt
     timeout_s: float = 60.0  # per network read
     records: list[ZenodoRecord] = field(default_factory=list)
     files: list[RemoteFile] = field(default_factory=list)  # plain URLs (annotation files)
@@ -261,12 +250,6 @@ class BackboneConfig:
     decoder_layers: int = 2  # conditional-DETR decoder
     num_queries: int = 10
     use_tef: bool = True  # append [t/T, (t+1)/T] to each audio frame
-
-    def __post_init__(self):
-        for key, value, allowed in (("activation", self.activation, ACTIVATIONS),
-                                    ("cpu_kernels", self.cpu_kernels, CPU_KERNELS)):
-            if value not in allowed:
-                raise ConfigError(f"model.{key}: {value!r} is not one of {list(allowed)}")
 
 
 ACTIVATIONS = ("prelu", "relu", "gelu")
@@ -441,14 +424,13 @@ class AnalysisConfig:
     timelines: int = 4  # development-testing queries drawn for the timeline figure
 
     def validate(self, systems: list[str]) -> None:
-        if self.resamples < 1:
-            raise ConfigError(f"analysis.resamples must be >= 1, got {self.resamples}")
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"analysis.confidence must be in (0, 1), got {self.confidence}")
-        if not 0 < self.fdr < 1:
-            raise ConfigError(f"analysis.fdr must be in (0, 1), got {self.fdr}")
-        if self.timelines < 0:
-            raise ConfigError(f"analysis.timelines must be >= 0, got {self.timelines}")
+        """The systems it names exist (its numbers are checked on loading, amr.constraints)."""
+        from amr.constraints import check_field
+
+        for f in dataclasses.fields(self):  # also for a config built in code (amr compare)
+            problem = check_field("AnalysisConfig", f.name, getattr(self, f.name), f"analysis.{f.name}")
+            if problem:
+                raise ConfigError(problem)
         named = [("analysis.against", n) for n in self.against] + [
             (f"analysis.pairs[{i}]", n) for i, p in enumerate(self.pairs) for n in (p.system, p.against)]
         for where, name in named:
@@ -540,6 +522,25 @@ class SubmissionConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+# Where Table 2 runs (``amr ablations submit``): no stage reads this, so it re-runs nothing
+# ---------------------------------------------------------------------------------------------
+EXECUTORS = ("slurm", "local")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    executor: str = "slurm"  # slurm | local (jobs as processes on this machine)
+    partition: str = ""  # SLURM partition; "" = the cluster's default
+    gpus: int = 1  # GPUs per job; one job runs one experiment
+    cpus: int = 8  # CPU cores per job
+    mem_gb: int = 32  # memory per job
+    time_min: int = 1440  # wall-clock limit per job, minutes
+    git_remote: str = "origin"  # jobs clone this remote and push their experiments to it
+    workdir: str = "runs/cluster"  # job clones (<workdir>/<row>) and logs (<workdir>/logs)
+
+
+
+# ---------------------------------------------------------------------------------------------
 # Generic dict <-> dataclass conversion (strict: unknown keys are errors)
 # ---------------------------------------------------------------------------------------------
 # Called once per leaf of the raw dict that a dataclass field consumes: (dotted path, class,
@@ -566,12 +567,17 @@ def from_dict(cls: type, raw: dict | None, where: str = "", on_leaf: LeafReader 
         raise ConfigError(
             f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}"
         )
+    from amr.constraints import check_field
+
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in raw:
             continue
         key = f"{where}.{f.name}".lstrip(".")
         kwargs[f.name] = _coerce(raw[f.name], hints[f.name], key, on_leaf, (cls, f.name))
+        problem = check_field(cls.__name__, f.name, kwargs[f.name], key)  # the valid range, or choices
+        if problem:
+            raise ConfigError(problem)
     return cls(**kwargs)
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amr.codegraph import ROOT, project_files
-from amr.config import ConfigError
+from amr.errors import AmrError
 from amr.pipeline import (
     FEATURES_DIR,
     FIGURES_DIR,
@@ -72,7 +72,7 @@ class StageSpec:
         return self.configure_args if self.configure_args is not None else self.args
 
 
-class PipelineError(RuntimeError):
+class PipelineError(AmrError, RuntimeError):
     """dvc.yaml does not match params.yaml and the code; the message says what to run."""
 
 
@@ -352,7 +352,8 @@ def stage_main(parser: argparse.ArgumentParser, configure, run, argv: list[str] 
     """Entry of every stage script: parse, load params.yaml, check dvc.yaml, configure, run.
 
     ``run`` receives only what ``configure`` returned, so the stage uses exactly the params
-    that dvc.yaml declares for it.
+    that dvc.yaml declares for it. An :class:`~amr.errors.AmrError` (bad params, data, missing
+    inputs, a run that cannot go on) ends the stage with one ``error: ...`` line.
     """
     from amr.params import Params
 
@@ -361,6 +362,6 @@ def stage_main(parser: argparse.ArgumentParser, configure, run, argv: list[str] 
         params = Params.load()
         check(params)
         job = configure(params, args)
-    except (ConfigError, PipelineError) as exc:
+        run(job)
+    except AmrError as exc:  # a problem with the inputs, named by its message: no traceback
         raise SystemExit(f"error: {exc}") from None
-    run(job)

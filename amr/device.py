@@ -8,15 +8,21 @@ from contextlib import nullcontext
 
 import torch
 
+from amr.errors import AmrError
+
+
+class DeviceError(AmrError, RuntimeError):
+    """The asked-for device is not there."""
+
 
 def choose_device(requested: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
     if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"train.device: expected auto, cpu or cuda, got {requested!r}")
+        raise DeviceError(f"train.device: expected auto, cpu or cuda, got {requested!r}")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; use auto or cpu")
+        raise DeviceError("train.device is 'cuda' but no CUDA device is visible; use auto or cpu")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 

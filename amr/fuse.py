@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from amr.errors import AmrError
 from amr.config import SaliencyProposalsConfig
 from amr.prediction_files import read_predictions, read_saliency, saliency_path, write_predictions
 
 
-class FusionError(ValueError):
+class FusionError(AmrError, ValueError):
     """Member predictions that cannot be fused; the message names the file and the fix."""
 
 

@@ -12,6 +12,8 @@ import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
+from amr.errors import AmrError
+
 
 @contextmanager
 def atomic_path(path: str | Path):
@@ -69,17 +71,31 @@ def write_jsonl(path: str | Path, rows) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+class MissingInputError(AmrError, FileNotFoundError):
+    """A file a step reads is not there (typically: the step that writes it has not run)."""
+
+
+def require(path: str | Path, what: str = "input") -> Path:
+    """``path`` when it exists, else MissingInputError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: {what} not found; run the step that writes it first "
+                                "(`dvc repro` runs them in order)")
+    return path
+
+
 def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
+    return json.loads(require(path).read_text(encoding="utf-8-sig"))
 
 
 def iter_jsonl(path: str | Path, error: type[Exception] = ValueError, what: str = "file"):
     """Yield ``(where, record)`` for each non-blank line of a JSONL file; ``where`` is
     ``path:line`` for error messages. A missing file, non-UTF-8 text or a line that is not a
-    JSON object raises ``error`` naming the file (and line)."""
+    JSON object raises ``error`` naming the file (and line). A UTF-8 byte-order mark (what Excel
+    and Windows editors write first) is skipped."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except UnicodeDecodeError as exc:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from amr.errors import AmrError
+
 IOU_THRESHOLDS = [float(f"{t:.2f}") for t in np.linspace(0.5, 0.95, 10)]
 R1_THRESHOLDS = [0.5, 0.7]
 MAX_PRED_WINDOWS = 10
@@ -24,7 +26,7 @@ LENGTH_BUCKETS = {"short (<=10s)": (0.0, 10.0), "middle (10-30s)": (10.0, 30.0),
 COUNT_BUCKETS = {"1 window": (1, 1), "2-5 windows": (2, 5), ">5 windows": (6, 10**9)}
 
 
-class MetricsError(ValueError):
+class MetricsError(AmrError, ValueError):
     """Predictions and ground truth do not fit together (e.g. a GT query without prediction)."""
 
 

@@ -13,6 +13,7 @@ Layout of the file (the file itself documents every knob):
   ``{fuse: {base, ensemble, saliency_proposals}}``.
 - ``saliency_proposals``, ``ensemble``, ``train`` (with ``train.pretrain`` and
   ``train.finetune``), ``inference``, ``submission``, ``analysis``.
+- ``cluster``: where ``amr ablations submit`` runs Table 2; no stage reads it.
 
 The values in the file are the values that run. The one merge rule: a system may set a knob of a
 component it enables (``systems.slot1.coarse.gamma: 0.5``), and that value wins over the
@@ -33,6 +34,7 @@ from amr.config import (
     AnalysisConfig,
     SCHEDULES,
     BackboneConfig,
+    ClusterConfig,
     ConfigError,
     DataConfig,
     DataSource,
@@ -62,7 +64,11 @@ SECTION_TYPES: dict[str, type] = {
     "inference": InferenceConfig,
     "submission": SubmissionConfig,
     "analysis": AnalysisConfig,
+    "cluster": ClusterConfig,
 }
+# sections no stage reads: where experiments run, not what they compute (changing them re-runs
+# nothing)
+NOT_STAGE_PARAMS = ("cluster",)
 SOURCE_KEYS = tuple(f.name for f in dataclasses.fields(DataSource))  # data.source and its blocks
 TOP_LEVEL = ("data", "train", "systems", *SECTION_TYPES)
 
@@ -144,6 +150,22 @@ class Params:
             self._sections[name] = from_dict(cls, section, name,
                                              None if name in COMPONENT_TYPES else on_leaf)
         self._systems = self._build_systems(raw.get("systems"), on_leaf)
+        self._check_relations()
+
+    def _check_relations(self) -> None:
+        """Knobs that must fit together (amr.constraints.RELATIONS), and in every trained
+        system, whose own knobs may override a section's (a system's cascade heads divide the
+        width)."""
+        from amr.constraints import RELATIONS
+
+        for relation in RELATIONS:
+            problem = relation(self.value)
+            if problem:
+                raise ConfigError(problem)
+        for name, cfg in self._systems.items():
+            if isinstance(cfg, SystemConfig) and cfg.cascade.enabled and cfg.backbone.hidden_dim % cfg.cascade.heads:
+                raise ConfigError(f"systems.{name}.cascade.heads: {cfg.cascade.heads} does not divide "
+                                  f"model.hidden_dim {cfg.backbone.hidden_dim}")
 
     @classmethod
     def load(cls, path: str | Path = "params.yaml", preset: str | None = None) -> "Params":
@@ -227,6 +249,10 @@ class Params:
     @property
     def analysis(self) -> AnalysisConfig:
         return self._section("analysis")
+
+    @property
+    def cluster(self) -> ClusterConfig:
+        return self._section("cluster")
 
     @property
     def submission(self) -> SubmissionConfig:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from amr.errors import AmrError
 from amr.io import atomic_path, iter_jsonl, write_jsonl
 
 
-class PredictionFileError(ValueError):
+class PredictionFileError(AmrError, ValueError):
     """A predictions or saliency file that is missing or unreadable; the message names it."""
 
 

@@ -10,14 +10,13 @@ Per query of the ground truth (its top ``TOP`` windows, each with the IoU of its
 - ``oracle_R1@0.5``: whether any of the windows reaches IoU 0.5 (what a perfect re-ranking of
   them would score at R1@0.5);
 
-each averaged over the queries (the oracle in %, like R1). ``memory_variation`` is measured on
-the model: the mean frame-to-frame change of the encoder memory, ||m_t+1 - m_t|| / mean ||m_t||
+each averaged over the queries (the oracle in %, like R1); plain numpy, so scoring needs no
+torch. ``memory_variation`` is measured on the model: the mean frame-to-frame change of the encoder memory, ||m_t+1 - m_t|| / mean ||m_t||
 over a recording's real frames, averaged over recordings (0: the same vector at every frame).
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy.stats import rankdata
 
 TOP = 10
@@ -61,7 +60,7 @@ def ranking_diagnostics(records: list[dict], gt: list[dict]) -> dict[str, float]
             "oracle_R1@0.5": round(100 * float(np.mean(oracle)), 2)}
 
 
-def memory_variation(memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def memory_variation(memory, mask):
     """(B, L, d) memory and (B, L) real-frame mask -> (B,) mean ||m_t+1 - m_t|| / mean ||m_t||
     over each recording's real frames."""
     mask = mask.bool()
@@ -76,8 +75,8 @@ class MemoryProbe:
     """Records :func:`memory_variation` of every batch a model encodes while attached (a forward
     hook on its audio encoder, whose output is [global token | frames])."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.values: list[torch.Tensor] = []
+    def __init__(self, model):
+        self.values: list = []
         self._handle = model.audio_encoder.register_forward_hook(self._record)
 
     def _record(self, module, inputs, output) -> None:
@@ -85,6 +84,8 @@ class MemoryProbe:
         self.values.append(memory_variation(output[:, 1:].detach().float(), mask[:, 1:]).cpu())
 
     def mean(self) -> float:
+        import torch
+
         return round(float(torch.cat(self.values).mean()), 4) if self.values else 0.0
 
     def close(self) -> None:

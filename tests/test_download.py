@@ -165,9 +165,9 @@ def full_layout(folder: str) -> LocalSource:
 
 
 def config(server: FakeZenodo, records=(), files=(), **kw) -> DownloadSource:
-    return DownloadSource(folder="dl", zenodo_url=server.url, retries=2, retry_delay_s=0.0,
-                          timeout_s=10.0, records=list(records), files=list(files),
-                          layout=full_layout("dl"), **kw)
+    values = dict(folder="dl", zenodo_url=server.url, retries=2, timeout_s=10.0,
+                  layout=full_layout("dl"))
+    return DownloadSource(records=list(records), files=list(files), **{**values, **kw})
 
 
 def castella_record(body: bytes, pinned: bool = True) -> ZenodoRecord:
@@ -252,13 +252,14 @@ def test_corrupted_download_fails_clearly_and_leaves_nothing(zenodo, tmp_path):
     bad = md5(bytes(b ^ 0xFF for b in body))
 
     with pytest.raises(DownloadError) as err:
-        fetch_all(config(zenodo, [castella_record(body)]), tmp_path)
+        fetch_all(config(zenodo, [castella_record(body)], retries=1), tmp_path)
 
     message = str(err.value)
     assert "clap.tar.gz" in message and md5(body) in message and bad in message
     assert "Re-run" in message and "pinned" in message
-    folder = tmp_path / "dl/archives/castella"
-    assert not (folder / "clap.tar.gz").exists() and not (folder / "clap.tar.gz.part").exists()
+    # the damaged bytes are not resumed: the retry downloads the whole file again
+    assert [(h.range, h.status) for h in zenodo.file_hits("clap.tar.gz")] == [(None, 200)] * 2
+    assert list((tmp_path / "dl/archives/castella").iterdir()) == []  # no file, .part or temp
     assert not (tmp_path / "dl/castella").exists()
 
 
@@ -317,7 +318,7 @@ def test_listing_md5_mismatch_is_reported(zenodo, tmp_path):
     body = tar_bytes(feature_members())
     zenodo.add(18358706, "clap.tar.gz", body, listed_md5="0" * 32)
     with pytest.raises(DownloadError, match=r"expected 0{32} \(from the listing of Zenodo record 18358706\)"):
-        fetch_all(config(zenodo, [castella_record(body, pinned=False)]), tmp_path)
+        fetch_all(config(zenodo, [castella_record(body, pinned=False)], retries=0), tmp_path)
 
 
 def test_multipart_archive_is_joined_in_name_order(zenodo, tmp_path):
@@ -348,6 +349,7 @@ def test_multipart_gzip_and_zip_unpack(tmp_path):
         assert unpack_archive(parts, tmp_path / kind, ["x", "y", "z"])
         assert_unpacked(tmp_path / kind, members)
         assert not unpack_archive(parts, tmp_path / kind, ["x", "y", "z"])  # marker: skipped
+    assert not list(tmp_path.glob(".unpacking-*"))  # staging (and the joined zip) removed
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -406,6 +408,13 @@ def test_missing_file_fails_without_retrying(zenodo, tmp_path):
     with pytest.raises(DownloadError, match=r"nope.tar.gz .*HTTP 404.*params.yaml"):
         fetch_all(config(zenodo, [record]), tmp_path)
     assert len(zenodo.hits) == 1
+
+
+def test_unknown_record_fails_without_retrying(zenodo, tmp_path):
+    with pytest.raises(DownloadError, match=r"listing of Zenodo record 4242 .*HTTP 404.*record id"):
+        fetch_all(config(zenodo, [ZenodoRecord(id=4242, dest="x")]), tmp_path)
+    assert [h.path for h in zenodo.hits] == ["/api/records/4242"]
+    assert not list((tmp_path / "dl").iterdir())  # no listing cached, no temporary file
 
 
 def test_plain_url_files_land_in_their_dest(zenodo, tmp_path):

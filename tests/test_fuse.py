@@ -98,13 +98,9 @@ def test_mismatched_members_and_missing_saliency_are_errors():
 
 
 def main(argv):
-    import argparse
+    from amr.cli import main as amr_main
 
-    from amr.commands import fuse as fuse_command
-
-    parser = argparse.ArgumentParser()
-    fuse_command.add_arguments(parser)
-    return fuse_command.run(parser.parse_args(argv))
+    return amr_main(["fuse", *argv])
 
 
 def test_files_roundtrip_and_cli(tmp_path):
@@ -146,5 +142,5 @@ def test_cli_names_a_missing_or_bad_member_file(tmp_path, capsys, broken, conten
         path.write_bytes(content)
     assert main(["--member", str(member), "--out", str(tmp_path / "f.jsonl")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"amr fuse: {path}") and err.count("\n") == 1
+    assert err.startswith(f"error: {path}") and err.count("\n") == 1
     assert not (tmp_path / "f.jsonl").exists()

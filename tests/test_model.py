@@ -433,10 +433,10 @@ def test_prelu_is_one_slope_per_transformer_layer_and_the_activation_is_a_knob()
     criterion(model(data), data)["loss_span"].backward()
     slope = model.t2v_layers[0].ffn.activation.weight
     assert slope.grad is not None and slope.grad.abs().item() > 0
-    from amr.config import ConfigError
+    from amr.config import BackboneConfig, ConfigError, from_dict
 
-    with pytest.raises(ConfigError, match="model.activation"):
-        dataclasses.replace(cfg.backbone, activation="swish")
+    with pytest.raises(ConfigError, match="model.activation: 'swish' is not allowed"):
+        from_dict(BackboneConfig, {"activation": "swish"}, "model")
 
 
 def test_attention_dropout_path_equals_the_fused_attention_at_rate_zero_and_drops_weights():

@@ -1,4 +1,3 @@
-import argparse
 import json
 import re
 from pathlib import Path
@@ -7,7 +6,6 @@ import h5py
 import numpy as np
 import pytest
 
-from amr.commands import pack as pack_command
 from amr.config import DataConfig
 from amr.data.annotations import DataError
 from amr.data.pack import pack_split, report_path
@@ -194,9 +192,9 @@ def test_checksum_follows_inputs(tmp_path):
 
 
 def _cli(argv):
-    parser = argparse.ArgumentParser()
-    pack_command.add_arguments(parser)
-    return pack_command.run(parser.parse_args(argv))
+    from amr.cli import main as amr_main
+
+    return amr_main(["pack", *argv])
 
 
 def test_pack_command(tmp_path, capsys):
@@ -211,7 +209,7 @@ def test_pack_command(tmp_path, capsys):
     assert (tmp_path / "castella_train.report.json").is_file()
 
     (text / "qida_2.npz").unlink()
-    assert _cli(common) == 1
+    assert _cli(common) == 2
     assert "qida_2.npz: feature file not found" in capsys.readouterr().err
     assert _cli(common + ["--no-strict"]) == 0
     assert "query_skipped=1" in capsys.readouterr().out
@@ -230,3 +228,23 @@ def test_frame_count_far_from_the_duration_fails_strict(tmp_path, frames):
     assert [f["vid"] for f in report["faults"]["recording_length_mismatch"]] == ["x"]
     assert [f["qids"] for f in report["faults"]["recording_skipped"]] == [["x_1"]]
     assert report["manifest"]["counts"]["recordings"] == 1  # y (+2 s) is within the tolerance
+
+
+def test_files_saved_with_a_utf8_byte_order_mark_pack_and_score(tmp_path):
+    """Excel and Windows editors start UTF-8 files with a byte-order mark: annotation and
+    prediction files that have one are read as if they had none."""
+    from amr.metrics import evaluate_predictions, load_jsonl
+    from amr.prediction_files import read_predictions
+
+    ann, audio, text = write_split(tmp_path, HAND_BUILT, HAND_FRAMES)
+    plain = pack_split(ann, audio, text, tmp_path / "plain.h5", CFG)
+    ann.write_bytes(b"\xef\xbb\xbf" + ann.read_bytes())
+    with_mark = pack_split(ann, audio, text, tmp_path / "bom.h5", CFG)
+    assert with_mark["manifest"]["counts"] == plain["manifest"]["counts"]
+    assert with_mark["fault_counts"] == plain["fault_counts"]
+
+    predictions = tmp_path / "preds.jsonl"
+    lines = [json.dumps({"qid": r["qid"], "pred_relevant_windows": [[2.0, 5.0, 0.9]]}) for r in HAND_BUILT]
+    predictions.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    scored = evaluate_predictions(read_predictions(predictions), load_jsonl(ann))
+    assert scored["R1@0.5"] > 0  # a_1 [2, 5] is found

@@ -1,5 +1,6 @@
 """params.yaml -> typed configs: one loader, one merge rule, no dead or doubled knobs; Table 2."""
 import copy
+import json
 import dataclasses
 import inspect
 from pathlib import Path
@@ -148,13 +149,16 @@ def test_every_leaf_of_params_yaml_is_read_by_exactly_one_config_field(raw):
 
 def test_every_leaf_of_params_yaml_is_used_by_a_pipeline_stage(params, raw):
     from amr import dag
+    from amr.params import NOT_STAGE_PARAMS
 
     declared = set()
     for spec in dag.stage_specs(params):
         declared.update(dag.stage_reads(params, spec))
     unused = [leaf for leaf in _leaves(raw)
               if not any(leaf == d or leaf.startswith(d + ".") or leaf.startswith(d + "[") for d in declared)]
-    assert unused == []
+    # only the sections that say where experiments run, and no stage reads them: changing them
+    # re-runs nothing
+    assert unused == [f"{section}.{key}" for section in NOT_STAGE_PARAMS for key in raw[section]]
 
 
 def test_loaded_configs_cannot_be_overwritten():
@@ -285,3 +289,67 @@ def test_reused_rows_are_really_identical(raw, params):
     _apply(edited, "systems.slot1.rerank.enabled=false")
     stripped = dataclasses.replace(Params(edited).system("slot1"), name="baseline")
     assert stripped == params.system("baseline")
+
+
+# ------------------------------------------------------------------ valid ranges (amr.constraints)
+SECTION_OF = {  # dataclass -> where params.yaml holds one
+    "DataConfig": "data", "DataSource": "data", "DemoSource": "data.demo", "DemoSizes": "data.demo.sizes",
+    "DownloadSource": "data.download", "ExtractSource": "data.extract", "BackboneConfig": "model",
+    "LossWeights": "loss", "MatcherCosts": "matcher", "CoarseConfig": "coarse", "RerankConfig": "rerank",
+    "MambaConfig": "mamba", "BoundaryContrastConfig": "boundary_contrast", "DenoisingConfig": "dn",
+    "CascadeConfig": "cascade", "ScheduleConfig": "train.finetune", "TrainConfig": "train",
+    "SaliencyProposalsConfig": "saliency_proposals", "EnsembleConfig": "ensemble", "InferenceConfig": "inference",
+    "AnalysisConfig": "analysis", "ClusterConfig": "cluster",
+}
+
+
+def _bad_value(constraint, current):
+    from amr import constraints as c
+
+    if isinstance(constraint, c.OneOf):
+        return "bogus"
+    if isinstance(constraint, c.NonEmpty):
+        return ""
+    if isinstance(constraint, c.Either):
+        return -1
+    low = constraint.low if constraint.low is not None else constraint.high
+    below = constraint.low is not None
+    bad = (low if constraint.low_open else low - 1) if below else (low if constraint.high_open else low + 1)
+    bad = type(current)(bad) if isinstance(current, (int, float)) and not isinstance(current, bool) else bad
+    if isinstance(current, list):
+        return [bad]
+    return bad
+
+
+CHECKED = [(owner, name) for owner, fields in __import__("amr.constraints", fromlist=["FIELDS"]).FIELDS.items()
+           for name in fields]
+
+
+@pytest.mark.parametrize("owner,name", CHECKED, ids=[f"{o}.{n}" for o, n in CHECKED])
+def test_every_constrained_knob_refuses_a_bad_value_naming_the_key(raw, params, owner, name):
+    from amr import constraints
+
+    key = f"{SECTION_OF[owner]}.{name}"
+    current = Params(raw).value(key)
+    bad = _bad_value(constraints.FIELDS[owner][name], current)
+    edited = copy.deepcopy(raw)
+    _apply(edited, f"++{key}={json.dumps(bad)}")
+    with pytest.raises(ConfigError) as error:
+        Params(edited)
+    assert str(error.value).startswith(f"{key}: ") and "not allowed" in str(error.value), error.value
+
+
+@pytest.mark.parametrize("key,value,named", [
+    ("model.heads", 5, "model.heads: 5 does not divide model.hidden_dim 64"),
+    ("cascade.heads", 3, "cascade.heads: 3 does not divide model.hidden_dim 64"),
+    ("model.hidden_dim", 66, "model.hidden_dim"),
+    ("data.demo.sizes.castella_min_duration", 150, "castella_min_duration: 150 is above"),
+])
+def test_knobs_that_must_fit_together(raw, key, value, named):
+    edited = copy.deepcopy(raw)
+    _apply(edited, f"++{key}={value}")
+    if key == "model.hidden_dim":
+        _apply(edited, "model.heads=2")
+        _apply(edited, "cascade.heads=2")
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(")):
+        Params(edited)

@@ -1,5 +1,4 @@
 """amr predict: scored windows JSONL + saliency npz for any split, including the blind list."""
-import argparse
 import json
 
 import h5py
@@ -37,11 +36,9 @@ def frames_per_query(h5_path):
 
 
 def run_cli(argv):
-    from amr.commands import predict as predict_command
+    from amr.cli import main as amr_main
 
-    parser = argparse.ArgumentParser()
-    predict_command.add_arguments(parser)
-    return predict_command.run(parser.parse_args(argv))
+    return amr_main(["predict", *argv])
 
 
 def read_jsonl(path):

@@ -274,16 +274,10 @@ def test_ddp_gloo_two_ranks_end_identical(splits, tmp_path):
 
 
 def test_cli_rejects_unknown_system(splits, tmp_path, capsys):
-    import argparse
+    from amr.cli import main as amr_main
 
-    from amr.commands import train as train_command
-
-    parser = argparse.ArgumentParser()
-    train_command.add_arguments(parser)
-    args = parser.parse_args(["--system", "nope", "--stage", "pretrain", "--train",
-                              str(splits["clotho_train"]), "--val", str(splits["clotho_val"]),
-                              "--out", str(tmp_path / "x")])
-    assert train_command.run(args) == 2
+    assert amr_main(["train", "--system", "nope", "--stage", "pretrain", "--train", str(splits["clotho_train"]),
+                     "--val", str(splits["clotho_val"]), "--out", str(tmp_path / "x")]) == 2
     assert "unknown system 'nope'" in capsys.readouterr().err
 
 

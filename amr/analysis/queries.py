@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from amr.io import require
 from amr.metrics import COUNT_BUCKETS, LENGTH_BUCKETS, per_query_results
 
 ALL = "all"
@@ -67,7 +68,8 @@ def write_query_table(path: str | Path, tables: dict[str, pd.DataFrame]) -> None
 
 def read_query_table(path: str | Path) -> dict[str, pd.DataFrame]:
     """Run label -> query table, in file order (the first run is the system's headline)."""
-    frame = pd.read_csv(path, dtype={"qid": str, "run": str, "subset": str})
+    source = require(path, "per-query results") if isinstance(path, (str, Path)) else path  # or a text stream
+    frame = pd.read_csv(source, dtype={"qid": str, "run": str, "subset": str})
     return {label: group.drop(columns="run").reset_index(drop=True)
             for label, group in frame.groupby("run", sort=False)}
 

@@ -16,6 +16,7 @@ import pandas as pd
 from amr.analysis.queries import ALL, HIT_METRICS, METRIC_COLUMNS, paired, strata
 from amr.analysis.stats import benjamini_hochberg, bootstrap_interval, mcnemar_exact, sign_flip_test
 from amr.config import AnalysisConfig
+from amr.io import require
 
 STRATA_METRICS = ("R1@0.7", "R1@0.5", "mAP")
 
@@ -77,7 +78,7 @@ def significance(systems: dict[str, SystemResults], comparisons: list[tuple[str,
 def marks_against_previous(path, order: list[str]) -> tuple[dict[str, dict[str, str]], str]:
     """From a significance CSV: system -> {metric: "*"} where its difference to the system
     before it in ``order`` is significant, and the note that explains the mark."""
-    table = pd.read_csv(path)
+    table = pd.read_csv(require(path, "significance table"))
     previous = dict(zip(order[1:], order[:-1]))
     marks: dict[str, dict[str, str]] = {}
     for row in table.itertuples(index=False):

@@ -24,27 +24,22 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     import json
-    import sys
     from pathlib import Path
 
     from amr.analysis.queries import query_table
     from amr.analysis.report import SystemResults, significance, significance_display
-    from amr.config import AnalysisConfig, ConfigError
-    from amr.metrics import MetricsError, load_jsonl
-    from amr.prediction_files import PredictionFileError, read_predictions
+    from amr.config import AnalysisConfig
+    from amr.metrics import load_jsonl
+    from amr.prediction_files import read_predictions
 
     a_name, b_name = "A", "B"
-    try:
-        cfg = AnalysisConfig(seed=args.seed, resamples=args.resamples, confidence=args.confidence,
-                             fdr=args.fdr, against=[])
-        cfg.validate([a_name, b_name])
-        gt = load_jsonl(args.ground_truth)
-        systems = {name: SystemResults(name, {name: query_table(read_predictions(path), gt)})
-                   for name, path in ((a_name, args.predictions_a), (b_name, args.predictions_b))}
-        table = significance(systems, [(b_name, a_name)], cfg)
-    except (ConfigError, MetricsError, PredictionFileError, ValueError) as exc:
-        print(f"amr compare: {exc}", file=sys.stderr)
-        return 2
+    cfg = AnalysisConfig(seed=args.seed, resamples=args.resamples, confidence=args.confidence,
+                         fdr=args.fdr, against=[])
+    cfg.validate([a_name, b_name])
+    gt = load_jsonl(args.ground_truth)
+    systems = {name: SystemResults(name, {name: query_table(read_predictions(path), gt)})
+               for name, path in ((a_name, args.predictions_a), (b_name, args.predictions_b))}
+    table = significance(systems, [(b_name, a_name)], cfg)
     print(f"A = {args.predictions_a}\nB = {args.predictions_b}\n"
           f"{int(table['queries'].iloc[0])} queries of {Path(args.ground_truth).name}; "
           f"Δ = B − A (points); * q < {cfg.fdr:g} (BH over the {len(table)} tests)\n")

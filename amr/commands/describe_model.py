@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 HELP = ("Print trainable and total parameter counts per trained system of params.yaml "
         "(default: with the paper preset's widths, the report's).")
@@ -40,14 +39,9 @@ def system_configs(params_path: str, profile: str) -> dict:
 
 
 def run(args) -> int:
-    from amr.config import ConfigError
     from amr.model import build_model, count_parameters
 
-    try:
-        configs = system_configs(args.params, args.profile)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    configs = system_configs(args.params, args.profile)
     counts = {name: count_parameters(build_model(cfg)) for name, cfg in configs.items()}
     if args.json:
         print(json.dumps(counts))

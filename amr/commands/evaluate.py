@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 HELP = "Score predictions against ground truth with the official metrics (SPEC §3)."
 
@@ -17,19 +16,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from amr.metrics import MetricsError, evaluate_predictions, load_jsonl
-    from amr.prediction_files import PredictionFileError, read_predictions
+    from amr.metrics import evaluate_predictions, load_jsonl
+    from amr.prediction_files import read_predictions
 
-    try:
-        preds = read_predictions(args.predictions)
-        gt = load_jsonl(args.ground_truth)
-        result = evaluate_predictions(preds, gt, details=args.details)
-    except FileNotFoundError as exc:
-        print(f"error: {exc.filename}: file not found", file=sys.stderr)
-        return 2
-    except (MetricsError, PredictionFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    preds = read_predictions(args.predictions)
+    gt = load_jsonl(args.ground_truth)
+    result = evaluate_predictions(preds, gt, details=args.details)
     text = json.dumps(result, indent=2 if args.details else None)
     print(text)
     if args.out:

@@ -34,8 +34,7 @@ def run(args) -> int:
     import sys
 
     from amr.config import SaliencyProposalsConfig
-    from amr.fuse import FusionError, fuse_files
-    from amr.prediction_files import PredictionFileError
+    from amr.fuse import fuse_files
 
     defaults = SaliencyProposalsConfig()
     proposals = None if args.no_saliency else SaliencyProposalsConfig(
@@ -43,13 +42,9 @@ def run(args) -> int:
         top_k=defaults.top_k if args.top_k is None else args.top_k,
     )
     if args.keep < 1:
-        print("amr fuse: --keep must be at least 1 (every query needs a window)", file=sys.stderr)
+        print("error: --keep must be at least 1 (every query needs a window)", file=sys.stderr)
         return 2
-    try:
-        fused = fuse_files(args.member, args.out, proposals, keep=args.keep, clip_length=args.clip_length)
-    except (FusionError, PredictionFileError) as exc:
-        print(f"amr fuse: {exc}", file=sys.stderr)
-        return 2
+    fused = fuse_files(args.member, args.out, proposals, keep=args.keep, clip_length=args.clip_length)
     print(
         f"fused {len(args.member)} member(s), {len(fused)} queries, saliency proposals "
         f"{'on' if proposals else 'off'} -> {args.out}"

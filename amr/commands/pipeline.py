@@ -16,22 +16,21 @@ def run(args) -> int:
     from pathlib import Path
 
     from amr import dag
-    from amr.config import ConfigError
     from amr.params import Params
 
-    try:
-        params = Params.load(args.params)
-        if args.action == "check":
+    params = Params.load(args.params)
+    if args.action == "check":
+        try:
             dag.check(params, args.dvc_yaml)
-            exact = Path(args.dvc_yaml).read_text(encoding="utf-8") == dag.expected_text(params)
-            print(f"{args.dvc_yaml}: up to date" if exact else
-                  f"{args.dvc_yaml}: declares at least what every stage executes and reads "
-                  "(`amr pipeline sync` would rewrite it exactly)")
-            return 0
-        changed = dag.sync(params, args.dvc_yaml)
-    except (ConfigError, dag.PipelineError) as exc:
-        print(f"amr pipeline: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, dag.PipelineError) else 2
+        except dag.PipelineError as exc:  # exit 1: out of date (2: the params do not load)
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        exact = Path(args.dvc_yaml).read_text(encoding="utf-8") == dag.expected_text(params)
+        print(f"{args.dvc_yaml}: up to date" if exact else
+              f"{args.dvc_yaml}: declares at least what every stage executes and reads "
+              "(`amr pipeline sync` would rewrite it exactly)")
+        return 0
+    changed = dag.sync(params, args.dvc_yaml)
     stages = len(dag.build(params)["stages"])
     print(f"{args.dvc_yaml}: {'written' if changed else 'already up to date'} ({stages} stages)")
     return 0

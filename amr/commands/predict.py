@@ -24,22 +24,15 @@ def run(args) -> int:
     import json
     import sys
 
-    from amr.data.annotations import DataError
-    from amr.metrics import MetricsError
     from amr.predict import predict_split
-    from amr.training.checkpoint import CheckpointError
 
     if args.batch_size < 1:
-        print("amr predict: --batch-size must be at least 1", file=sys.stderr)
+        print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2
-    try:
-        summary = predict_split(
-            args.checkpoint, args.data, args.out, batch_size=args.batch_size,
-            device=args.device, gt_path=args.gt, threads=args.threads,
-        )
-    except (CheckpointError, DataError, MetricsError) as exc:
-        print(f"amr predict: {exc}", file=sys.stderr)
-        return 2
+    summary = predict_split(
+        args.checkpoint, args.data, args.out, batch_size=args.batch_size,
+        device=args.device, gt_path=args.gt, threads=args.threads,
+    )
     print(
         f"{summary['queries']} queries in {summary['seconds']:.2f}s "
         f"({summary['queries_per_s']:.1f} queries/s on {summary['device']}) -> {args.out}"

@@ -16,33 +16,26 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import sys
-
     from amr import profiles
-    from amr.config import ConfigError
     from amr.params import Params
 
-    try:
-        if args.name is None:
-            params = Params.load(args.params)
-            presets = {name: profiles.load_preset(name) for name in profiles.PRESET_NAMES}
-            print(f"{args.params}: {profiles.budget_label(params)}")
-            width = max(len(k) for k in presets["paper"])
-            print(f"{'key':<{width}}  {'params.yaml':>12}" + "".join(f"  {n:>12}" for n in presets))
-            for key in presets["paper"]:
-                cells = [profiles.format_value(params.value(key))] + \
-                        [profiles.format_value(p[key]) for p in presets.values()]
-                print(f"{key:<{width}}  " + "  ".join(f"{c:>12}" for c in cells))
-            return 0
-        preset = profiles.load_preset(args.name)
-        if args.set_args:
-            print(" ".join(profiles.set_args(preset)))
-            return 0
-        changed = profiles.write_preset(args.params, preset)
-        Params.load(args.params)  # the result must load
-    except ConfigError as exc:
-        print(f"amr profile: {exc}", file=sys.stderr)
-        return 2
+    if args.name is None:
+        params = Params.load(args.params)
+        presets = {name: profiles.load_preset(name) for name in profiles.PRESET_NAMES}
+        print(f"{args.params}: {profiles.budget_label(params)}")
+        width = max(len(k) for k in presets["paper"])
+        print(f"{'key':<{width}}  {'params.yaml':>12}" + "".join(f"  {n:>12}" for n in presets))
+        for key in presets["paper"]:
+            cells = [profiles.format_value(params.value(key))] + \
+                    [profiles.format_value(p[key]) for p in presets.values()]
+            print(f"{key:<{width}}  " + "  ".join(f"{c:>12}" for c in cells))
+        return 0
+    preset = profiles.load_preset(args.name)
+    if args.set_args:
+        print(" ".join(profiles.set_args(preset)))
+        return 0
+    changed = profiles.write_preset(args.params, preset)
+    Params.load(args.params)  # the result must load
     print(f"{args.params}: preset {args.name} written ({len(changed)} value(s) changed"
           + (f": {', '.join(changed)}" if changed else "") + ")")
     return 0

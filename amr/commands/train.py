@@ -69,23 +69,15 @@ def build_configs(args):
 
 def run(args) -> int:
     import json
-    import sys
 
-    from amr.config import ConfigError
-    from amr.data.annotations import DataError
-    from amr.train import TrainError, train_stage
-    from amr.training.checkpoint import CheckpointError
+    from amr.train import train_stage
 
-    try:
-        system_cfg, train_cfg, schedule = build_configs(args)
-        summary = train_stage(
-            system_cfg, train_cfg, schedule, args.stage, args.train, args.val, args.out,
-            init_from=args.init, seed=args.seed, restart=args.restart, workers=args.workers,
-            in_memory=args.in_memory, progress=args.progress,
-        )
-    except (ConfigError, DataError, TrainError, CheckpointError) as exc:
-        print(f"amr train: {exc}", file=sys.stderr)
-        return 2
+    system_cfg, train_cfg, schedule = build_configs(args)
+    summary = train_stage(
+        system_cfg, train_cfg, schedule, args.stage, args.train, args.val, args.out,
+        init_from=args.init, seed=args.seed, restart=args.restart, workers=args.workers,
+        in_memory=args.in_memory, progress=args.progress,
+    )
     if summary is not None:  # rank 0 (every rank gets it; print once)
         import os
 

@@ -11,10 +11,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from amr.errors import AmrError
 from amr.io import iter_jsonl
 
 
-class DataError(ValueError):
+class DataError(AmrError, ValueError):
     """Input data (annotations or features) that cannot be used; the message names the file."""
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from amr.errors import AmrError
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-class AudioError(ValueError):
+class AudioError(AmrError, ValueError):
     """A recording that cannot be decoded or holds no samples; the message names it.
     ``kind`` is the fault's name in the extraction report."""
 

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from amr.errors import AmrError
 from amr.config import ExtractSource
 
 
-class ExtractError(RuntimeError):
+class ExtractError(AmrError, RuntimeError):
     """Extraction cannot go on; the message names the file or setting and the fix."""
 
 

@@ -12,13 +12,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from amr.errors import AmrError
 from amr.config import AuthorConfig, SubmissionConfig, SubmittedSystemConfig
 from amr.submission.validate import ABBREVIATION_MAX, MAX_SYSTEMS, TEAM_PATTERN, team_prefix
 
 METRIC_KEYS = ("R1@0.5", "R1@0.7", "mAP", "mAP@0.5", "mAP@0.75")
 
 
-class SubmissionError(ValueError):
+class SubmissionError(AmrError, ValueError):
     """An input of the submission package is unusable; the message names the file or key."""
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from amr.errors import AmrError
 from amr.io import atomic_path
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(AmrError, RuntimeError):
     """A checkpoint that cannot be used as asked; the message names the file and the fix."""
 
 

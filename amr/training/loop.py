@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
+from amr.errors import AmrError
 from amr.config import SystemConfig, TrainConfig
 from amr.device import autocast_context, move_batch
 from amr.training.distributed import DistContext
 
 
-class TrainError(RuntimeError):
+class TrainError(AmrError, RuntimeError):
     """A training run that cannot go on as asked; the message says why and what to do."""
 
 
