@@ -245,6 +245,15 @@ class BackboneConfig:
     # compiler at first use; `torch` needs no compiler; `auto`: native where the compiler builds
     # them, else torch. Same results either way, speed only
     cpu_kernels: str = "auto"  # auto | native | torch
+    # initialisation where the report is silent; the defaults are the authors' (QD-DETR's code).
+    # multihead: each attention layer starts as nn.MultiheadAttention (one xavier draw over the
+    # fused (3d x d) input projection, zero biases) and the decoder's attention outputs as
+    # conditional DETR's (zero bias); linear: every projection an nn.Linear, xavier weight and
+    # nn.Linear's own bias
+    attention_init: str = "multihead"  # multihead | linear
+    # last layer of the anchor-refinement MLP: random (QD-DETR zeroes it, then its xavier pass
+    # draws the weight again) | zero (later decoder layers start at the previous layer's anchors)
+    refine_init: str = "random"  # random | zero
     t2v_layers: int = 2  # text-to-audio cross-attention encoder
     encoder_layers: int = 2  # audio self-attention encoder (replaced by Mamba when enabled)
     decoder_layers: int = 2  # conditional-DETR decoder
@@ -253,6 +262,9 @@ class BackboneConfig:
 
 
 ACTIVATIONS = ("prelu", "relu", "gelu")
+ATTENTION_INITS = ("multihead", "linear")
+REFINE_INITS = ("random", "zero")
+SALIENCY_WINDOWS = ("first", "all")
 CPU_KERNELS = ("auto", "native", "torch")
 
 
@@ -264,6 +276,11 @@ class LossWeights:
     background_weight: float = 0.1  # cross-entropy weight of the background class
     saliency: float = 1.0
     saliency_margin: float = 0.2
+    # the saliency targets, where the report is silent; the defaults are the authors' loader's
+    # (QD-DETR's): the frames of the query's first window, and 2 sampled (inside, outside) frame
+    # pairs for the margin term. all: the frames every window overlaps; 0 pairs: every pair
+    saliency_windows: str = "first"  # first | all
+    saliency_pairs: int = 2
     aux: bool = True  # the same matched loss on the intermediate decoder layer
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amr.config import ACTIVATIONS, CPU_KERNELS, EXECUTORS
+from amr.config import ACTIVATIONS, ATTENTION_INITS, CPU_KERNELS, EXECUTORS, REFINE_INITS, SALIENCY_WINDOWS
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,11 @@ FIELDS: dict[str, dict[str, object]] = {
                        "dropout": PROBABILITY, "attention_dropout": PROBABILITY, "heads": COUNT,
                        "ffn_dim": COUNT, "activation": OneOf(ACTIVATIONS),
                        "cpu_kernels": OneOf(CPU_KERNELS), "t2v_layers": COUNT,
-                       "encoder_layers": COUNT, "decoder_layers": COUNT, "num_queries": COUNT},
+                       "encoder_layers": COUNT, "decoder_layers": COUNT, "num_queries": COUNT,
+                       "attention_init": OneOf(ATTENTION_INITS), "refine_init": OneOf(REFINE_INITS)},
     "LossWeights": {"span_l1": NON_NEGATIVE, "span_giou": NON_NEGATIVE, "label": NON_NEGATIVE,
-                    "background_weight": NON_NEGATIVE, "saliency": NON_NEGATIVE, "saliency_margin": NON_NEGATIVE},
+                    "background_weight": NON_NEGATIVE, "saliency": NON_NEGATIVE, "saliency_margin": NON_NEGATIVE,
+                    "saliency_windows": OneOf(SALIENCY_WINDOWS), "saliency_pairs": NON_NEGATIVE},
     "MatcherCosts": {"span_l1": NON_NEGATIVE, "span_giou": NON_NEGATIVE, "label": NON_NEGATIVE},
     "CoarseConfig": {"gamma": NON_NEGATIVE, "pool": COUNT},
     "RerankConfig": {"weight": NON_NEGATIVE, "alpha": UNIT},

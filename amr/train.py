@@ -174,7 +174,9 @@ def _loaders(system_cfg: SystemConfig, train_cfg: TrainConfig, train_h5: Path, v
     from amr.predict import ground_truth_records
 
     seed_everything(seed)
-    train_set = MomentDataset(train_h5, system_cfg.data, train=True, seed=seed, in_memory=in_memory)
+    train_set = MomentDataset(train_h5, system_cfg.data, train=True, seed=seed, in_memory=in_memory,
+                              saliency_windows=system_cfg.loss.saliency_windows,
+                              saliency_pairs=system_cfg.loss.saliency_pairs)
     sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank,
                                  shuffle=True, seed=seed, drop_last=False)
     generator = torch.Generator()

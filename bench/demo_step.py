@@ -91,7 +91,8 @@ def measure(system: str, kernels: str, steps: int, data: dict) -> dict:
     torch.manual_seed(0)
     model, criterion = build_model(cfg), build_criterion(cfg)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], 1e-3, 1e-4, torch.device("cpu"))
-    train_set = MomentDataset(data["train"], cfg.data, train=True, seed=0, in_memory=True)
+    train_set = MomentDataset(data["train"], cfg.data, train=True, seed=0, in_memory=True,
+                              saliency_windows=cfg.loss.saliency_windows, saliency_pairs=cfg.loss.saliency_pairs)
     loader = DataLoader(train_set, batch_size=train_cfg.batch_size, shuffle=True, collate_fn=collate_moments,
                         generator=torch.Generator().manual_seed(0))
     timer = Timer()

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 from amr.config import SystemConfig
-from amr.data.dataset import SALIENCY_PAIRS, saliency_targets
+from amr.data.dataset import saliency_targets
+
+SALIENCY_PAIRS = 2  # the authors' loader draws two (inside, outside) pairs per query
 
 
 def small_config(**components: bool) -> SystemConfig:
@@ -68,8 +70,7 @@ def make_batch(
             frames[s:e] += 2.0 * event
             spans[i, j] = torch.tensor([(s + e) / 2 / t, (e - s) / t])
             span_mask[i, j] = True
-        first = windows[i][0] if windows[i] else None
-        labels, pairs[i], pairs_valid[i] = saliency_targets(first, t, 1.0, np.random.default_rng([seed, i]))
+        labels, pairs[i], pairs_valid[i] = saliency_targets(windows[i], t, 1.0, np.random.default_rng([seed, i]))
         saliency[i, :t] = labels
         frames = frames / (frames.norm(dim=-1, keepdim=True) + 1e-5)
         steps = torch.arange(t, dtype=torch.float32)

@@ -131,12 +131,15 @@ def test_saliency_targets_of_one_frame_and_of_a_whole_recording():
     from amr.data.dataset import saliency_targets
 
     rng = np.random.default_rng(0)
-    labels, pairs, valid = saliency_targets([3.0, 4.0], 6, 1.0, rng)
+    labels, pairs, valid = saliency_targets([[3.0, 4.0], [5.0, 6.0]], 6, 1.0, rng)
     assert labels.tolist() == [0, 0, 0, 1, 0, 0] and pairs[:, 0].tolist() == [3, 3] and valid.all()
-    labels, pairs, valid = saliency_targets([0.0, 6.0], 6, 1.0, rng)
+    labels, pairs, valid = saliency_targets([[0.0, 6.0]], 6, 1.0, rng)
     assert labels.tolist() == [1] * 6 and not valid.any()  # no outside frame: no pair counts
-    labels, _, valid = saliency_targets(None, 6, 1.0, rng)
+    labels, _, valid = saliency_targets([], 6, 1.0, rng)
     assert labels.sum() == 0 and not valid.any()
+    # `all`: every frame a window overlaps; no pairs drawn (the loss takes every pair)
+    labels, pairs, valid = saliency_targets([[0.5, 1.2], [3.0, 4.0]], 6, 1.0, rng, "all", 0)
+    assert labels.tolist() == [1, 1, 0, 1, 0, 0] and pairs.shape == (0, 2) and valid.shape == (0,)
 
 
 def _sampled(ds, epoch, index=1):

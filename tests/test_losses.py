@@ -35,6 +35,19 @@ def test_margin_ranking_is_zero_only_when_inside_frames_lead_by_the_margin():
     assert margin_ranking(bad, PAIRS, torch.tensor([[True, False]]), 0.2).item() == pytest.approx(1.2)
 
 
+def test_without_sampled_pairs_the_margin_term_takes_every_pair():
+    from amr.losses.saliency import margin_ranking_all_pairs
+
+    labels = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    bad = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    assert margin_ranking_all_pairs(bad, labels, mask, 0.2).item() == pytest.approx(2 * 1.2)
+    no_pairs = torch.zeros(1, 0, 2, dtype=torch.long), torch.zeros(1, 0, dtype=torch.bool)
+    every = saliency_loss(bad, labels, mask, 0.2, *no_pairs)
+    sampled = saliency_loss(bad, labels, mask, 0.2, PAIRS, ALL_VALID)
+    assert every.item() == pytest.approx(sampled.item())  # here each pair violates by the same
+
+
 def test_saliency_loss_ignores_padded_frames():
     labels = torch.tensor([[0.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
     mask = torch.tensor([[True, True, True, True, False, False]])

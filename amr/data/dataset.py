@@ -45,9 +45,6 @@ def span_targets(windows: np.ndarray, n_frames: int, clip_length: float) -> torc
     return torch.stack([se.mean(-1), se[:, 1] - se[:, 0]], dim=-1)
 
 
-SALIENCY_PAIRS = 2  # (inside, outside) frame pairs of the margin term per query, as QD-DETR draws
-
-
 def saliency_frames(window, n_frames: int, clip_length: float) -> tuple[int, int]:
     """First and last frame (inclusive) that QD-DETR's data loader marks for one window:
     ``int(start / clip)`` to ``min(int(end / clip), T) - 1``, the first pulled back when it
@@ -57,31 +54,38 @@ def saliency_frames(window, n_frames: int, clip_length: float) -> tuple[int, int
     return min(first, last), last
 
 
-def saliency_targets(window, n_frames: int, clip_length: float, rng: np.random.Generator
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Saliency supervision of one query, as the authors' (and QD-DETR's) loader makes it from
-    the query's FIRST ground-truth window: per-frame labels (1 on its frames), and
-    ``SALIENCY_PAIRS`` (inside, outside) frame pairs for the margin term: distinct inside frames
-    (the one frame twice for a one-frame window) and distinct outside frames, drawn uniformly.
+def saliency_targets(windows, n_frames: int, clip_length: float, rng: np.random.Generator,
+                     which: str = "first", pairs: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Saliency supervision of one query (``loss.saliency_windows`` / ``loss.saliency_pairs``).
 
-    Returns labels (T,), pairs (P, 2) long and their validity (P,): a window covering the whole
-    recording leaves no outside frame, and then no pair counts. ``window`` None: no labels."""
+    Labels: ``first`` marks the frames of the first window as the authors' (QD-DETR's) loader
+    does (:func:`saliency_frames`); ``all`` marks every frame any window overlaps. Pairs for the
+    margin term: ``pairs`` (inside, outside) frames drawn uniformly, distinct inside frames (the
+    one frame repeated for a one-frame label) and distinct outside frames; 0 draws none (the
+    loss then takes every pair).
+
+    Returns labels (T,), pairs (P, 2) long and their validity (P,): a label covering the whole
+    recording leaves no outside frame, and then no pair counts. No windows: no labels."""
     labels = torch.zeros(n_frames)
-    pairs = torch.zeros(SALIENCY_PAIRS, 2, dtype=torch.long)
-    valid = torch.zeros(SALIENCY_PAIRS, dtype=torch.bool)
-    if window is None:
-        return labels, pairs, valid
-    first, last = saliency_frames(window, n_frames, clip_length)
-    labels[first: last + 1] = 1.0
-    inside = np.arange(first, last + 1)
-    outside = np.concatenate([np.arange(0, first), np.arange(last + 1, n_frames)])
-    if len(outside) >= SALIENCY_PAIRS:
-        pos = rng.choice(inside, SALIENCY_PAIRS, replace=False) if len(inside) > 1 \
-            else np.repeat(inside, SALIENCY_PAIRS)
-        neg = rng.choice(outside, SALIENCY_PAIRS, replace=False)
-        pairs = torch.as_tensor(np.stack([pos, neg], 1), dtype=torch.long)
+    drawn = torch.zeros(pairs, 2, dtype=torch.long)
+    valid = torch.zeros(pairs, dtype=torch.bool)
+    windows = np.asarray(windows, dtype=float).reshape(-1, 2)
+    if len(windows) == 0:
+        return labels, drawn, valid
+    if which == "first":
+        first, last = saliency_frames(windows[0], n_frames, clip_length)
+        labels[first: last + 1] = 1.0
+    else:
+        for s, e in windows:
+            labels[max(int(np.floor(s / clip_length)), 0): min(int(np.ceil(e / clip_length)), n_frames)] = 1.0
+    inside = np.flatnonzero(labels.numpy() > 0)
+    outside = np.flatnonzero(labels.numpy() == 0)
+    if pairs and len(outside) >= pairs and len(inside):
+        pos = rng.choice(inside, pairs, replace=False) if len(inside) >= pairs else rng.choice(inside, pairs)
+        neg = rng.choice(outside, pairs, replace=False)
+        drawn = torch.as_tensor(np.stack([pos, neg], 1), dtype=torch.long)
         valid[:] = True
-    return labels, pairs, valid
+    return labels, drawn, valid
 
 
 class MomentDataset(Dataset):
@@ -91,8 +95,8 @@ class MomentDataset(Dataset):
     query, re-sampled each epoch from a generator seeded by (seed, epoch, query row), so
     the draw does not depend on the number or order of DataLoader workers.
     ``train=False``: every query in file order (targets: the first ``max_windows`` windows,
-    none for the blind evaluation list); saliency labels and pairs come from the first target
-    window (:func:`saliency_targets`).
+    none for the blind evaluation list); saliency labels and pairs follow
+    ``saliency_windows``/``saliency_pairs`` (:func:`saliency_targets`).
     Metadata is loaded eagerly; features are read lazily from an HDF5 handle opened once
     per process (``in_memory=True`` loads all features at construction instead).
     ``set_epoch`` reaches DataLoader workers only when they are re-created each epoch
@@ -101,9 +105,10 @@ class MomentDataset(Dataset):
 
     def __init__(
         self, h5_path: str | Path, data_cfg: DataConfig, train: bool, seed: int = 0,
-        in_memory: bool = False,
+        in_memory: bool = False, saliency_windows: str = "first", saliency_pairs: int = 2,
     ):
         self.h5_path, self.cfg, self.train, self.seed = Path(h5_path), data_cfg, train, seed
+        self.saliency_windows, self.saliency_pairs = saliency_windows, saliency_pairs
         self.epoch = 0
         if not self.h5_path.is_file():
             raise DataError(f"{self.h5_path}: packed split not found; create it with `amr pack`")
@@ -193,11 +198,13 @@ class MomentDataset(Dataset):
         rec = self.recording[row]
         frames = self._features("audio", self.audio_offsets[rec], self.audio_offsets[rec + 1])
         tokens = self._features("text", self.text_offsets[row], self.text_offsets[row + 1])
-        _, targets = self.targets_for(row)
+        all_windows, targets = self.targets_for(row)
         n, clip = frames.shape[0], self.cfg.clip_length
-        # the first target window, the pairs drawn per (seed, epoch, query) like the targets
+        # "first": this epoch's first target; pairs drawn per (seed, epoch, query) like the targets
         rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, row, 1])
-        labels, pairs, pairs_valid = saliency_targets(targets[0] if len(targets) else None, n, clip, rng)
+        labels, pairs, pairs_valid = saliency_targets(
+            targets if self.saliency_windows == "first" else all_windows, n, clip, rng,
+            self.saliency_windows, self.saliency_pairs)
         return {
             "audio": audio_inputs(frames),
             "text": text_inputs(tokens),

@@ -1,9 +1,11 @@
-"""QD-DETR's saliency loss (report Eq. 1, λ_s), on the labels the authors' loader makes: the
-frames of each query's first ground-truth window, and two sampled (inside, outside) frame pairs.
+"""QD-DETR's saliency loss (report Eq. 1, λ_s), on the labels of ``loss.saliency_windows`` (the
+authors' loader: the frames of each query's first window) and the pairs of
+``loss.saliency_pairs`` (the authors': two sampled (inside, outside) frame pairs).
 
 Three parts, as in QD-DETR:
 - margin ranking: on each sampled pair, the inside frame should out-score the outside frame
-  by ``margin`` (hinge summed over pairs, divided by queries x pairs, times 2);
+  by ``margin`` (hinge summed over pairs, divided by queries x pairs, times 2); with no sampled
+  pairs, the mean over every (inside, outside) pair of a query, its expectation;
 - rank contrast: softmax over the frames of the positive pass and the negative-query pass,
   pulling up the labelled frames (temperature 0.5);
 - negative query: with a mismatched text every frame should score low.
@@ -22,11 +24,24 @@ PAIR_SCALE = 2.0  # QD-DETR's factor on the margin term ("to keep the loss the s
 
 
 def margin_ranking(scores, pairs, valid, margin: float) -> torch.Tensor:
-    """scores (B, L); pairs (B, P, 2) frame indices (inside, outside); valid (B, P)."""
+    """On sampled pairs: scores (B, L); pairs (B, P, 2) frame indices (inside, outside); valid (B, P)."""
     inside = scores.gather(1, pairs[..., 0])
     outside = scores.gather(1, pairs[..., 1])
     hinge = (margin + outside - inside).clamp(min=0) * valid
     return PAIR_SCALE * hinge.sum() / pairs.shape[0] / pairs.shape[1]
+
+
+def margin_ranking_all_pairs(scores, labels, mask, margin: float) -> torch.Tensor:
+    """On every (inside, outside) pair of each query: the expectation of the sampled term."""
+    positive = (labels > 0) & mask
+    negative = (labels <= 0) & mask
+    pairs = positive[:, :, None] & negative[:, None, :]  # (B, L_pos, L_neg)
+    hinge = (margin + scores[:, None, :] - scores[:, :, None]).clamp(min=0)
+    per_query = (hinge * pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp(min=1)
+    has_pairs = pairs.flatten(1).any(1)
+    if not bool(has_pairs.any()):
+        return scores.sum() * 0.0
+    return PAIR_SCALE * per_query[has_pairs].mean()
 
 
 def rank_contrast(scores, labels, mask) -> torch.Tensor:
@@ -47,13 +62,16 @@ def saliency_loss(
     labels: torch.Tensor,  # (B, L) 1 on the frames of the first GT window, else 0
     mask: torch.Tensor,  # (B, L) True on real frames
     margin: float,
-    pairs: torch.Tensor,  # (B, P, 2) sampled (inside, outside) frames of the margin term
+    pairs: torch.Tensor,  # (B, P, 2) sampled (inside, outside) frames; P = 0: every pair
     pairs_valid: torch.Tensor,  # (B, P) False where a query has no outside frame
     scores_neg: torch.Tensor | None = None,  # (B, L) logits with a mismatched query
 ) -> torch.Tensor:
     mask = mask.bool()
     labels = labels.to(scores.dtype) * mask
-    loss = margin_ranking(scores, pairs, pairs_valid.bool(), margin)
+    if pairs.shape[1]:
+        loss = margin_ranking(scores, pairs, pairs_valid.bool(), margin)
+    else:
+        loss = margin_ranking_all_pairs(scores, labels, mask, margin)
     if scores_neg is None:
         return loss + rank_contrast(scores, labels, mask)
     both = torch.cat([scores, scores_neg], 1)

@@ -30,11 +30,12 @@ def crop_index(start: torch.Tensor, end: torch.Tensor, max_crop: int) -> tuple[t
 
 
 class CascadeRefiner(nn.Module):
-    def __init__(self, dim: int, cfg: CascadeConfig, dropout: float, attention_dropout: float):
+    def __init__(self, dim: int, cfg: CascadeConfig, dropout: float, attention_dropout: float,
+                 attention_init: str = "multihead"):
         super().__init__()
         self.cfg = cfg
         self.crop_position = nn.Embedding(cfg.max_crop, dim)  # offset inside the crop
-        self.cross_attn = Attention(dim, cfg.heads, attention_dropout)
+        self.cross_attn = Attention(dim, cfg.heads, attention_dropout, attention_init)
         # ReLU: the authors' parameter count leaves no room for a PReLU slope here
         self.ffn = FeedForward(dim, cfg.ffn_dim, dropout, "relu")
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)

@@ -100,17 +100,18 @@ class MomentDetector(nn.Module):
         self.audio_proj = InputProjection(audio_in, d, b.input_proj_layers, b.input_dropout)
         self.text_proj = InputProjection(cfg.data.text_dim, d, b.input_proj_layers, b.input_dropout)
         self.t2v_layers = nn.ModuleList(
-            TextToAudioLayer(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation)
+            TextToAudioLayer(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation, b.attention_init)
             for _ in range(b.t2v_layers)
         )
         if cfg.mamba.enabled:  # §2.2: Mamba replaces the self-attention audio encoder
             self.audio_encoder = MambaAudioEncoder(d, cfg.mamba)
         else:
             self.audio_encoder = SelfAttentionEncoder(
-                d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation, b.encoder_layers
+                d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation, b.encoder_layers,
+                b.attention_init,
             )
         self.decoder = ConditionalDecoder(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation,
-                                          b.decoder_layers)
+                                          b.decoder_layers, b.attention_init, b.refine_init)
         xavier_init_(nn.ModuleList([self.t2v_layers, self.audio_encoder, self.decoder]))
 
         self.query_embed = nn.Embedding(b.num_queries, 2)  # learnable (c, w) anchors, logit space
@@ -123,7 +124,8 @@ class MomentDetector(nn.Module):
 
         self.rerank = RerankHead(d) if cfg.rerank.enabled else None
         self.boundary = BoundaryProjection(d) if cfg.boundary_contrast.enabled else None
-        self.cascade = CascadeRefiner(d, cfg.cascade, b.dropout, b.attention_dropout) if cfg.cascade.enabled else None
+        self.cascade = (CascadeRefiner(d, cfg.cascade, b.dropout, b.attention_dropout, b.attention_init)
+                        if cfg.cascade.enabled else None)
         if self.cascade is not None:
             xavier_init_(nn.ModuleList([self.cascade.cross_attn, self.cascade.ffn]))
         select_cpu_kernels(self, b.cpu_kernels)

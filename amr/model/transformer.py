@@ -122,10 +122,11 @@ def key_padding(mask: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Standard multi-head attention with its own q/k/v/out projections, initialised as
-    ``nn.MultiheadAttention`` (:func:`multihead_attention_init_`)."""
+    """Standard multi-head attention with its own q/k/v/out projections; ``init`` ``multihead``
+    starts them as ``nn.MultiheadAttention`` (:func:`multihead_attention_init_`), ``linear`` leaves
+    each an ``nn.Linear`` (a model-wide xavier pass then draws each weight alone)."""
 
-    def __init__(self, dim: int, heads: int, attention_dropout: float):
+    def __init__(self, dim: int, heads: int, attention_dropout: float, init: str = "multihead"):
         super().__init__()
         self.heads = heads
         self.q_proj = nn.Linear(dim, dim)
@@ -133,7 +134,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
         self.attention_dropout = Dropout(attention_dropout)
-        multihead_attention_init_(self.q_proj, self.k_proj, self.v_proj, self.out_proj)
+        if init == "multihead":
+            multihead_attention_init_(self.q_proj, self.k_proj, self.v_proj, self.out_proj)
 
     def forward(self, query, key, value, allowed=None):
         out = attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), self.heads, allowed,
@@ -166,9 +168,9 @@ class TextToAudioLayer(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 activation: str):
+                 activation: str, attention_init: str = "multihead"):
         super().__init__()
-        self.cross_attn = Attention(dim, heads, attention_dropout)
+        self.cross_attn = Attention(dim, heads, attention_dropout, attention_init)
         self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
@@ -183,9 +185,9 @@ class SelfAttentionLayer(nn.Module):
     """DETR encoder layer: self-attention (position added to q, k) + FFN, post-norm."""
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 activation: str):
+                 activation: str, attention_init: str = "multihead"):
         super().__init__()
-        self.self_attn = Attention(dim, heads, attention_dropout)
+        self.self_attn = Attention(dim, heads, attention_dropout, attention_init)
         self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
@@ -200,10 +202,10 @@ class SelfAttentionEncoder(nn.Module):
     """The 2-layer audio encoder of QD-DETR (replaced by the bidirectional Mamba block)."""
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 activation: str, num_layers: int):
+                 activation: str, num_layers: int, attention_init: str = "multihead"):
         super().__init__()
         self.layers = nn.ModuleList(
-            SelfAttentionLayer(dim, heads, ffn_dim, dropout, attention_dropout, activation)
+            SelfAttentionLayer(dim, heads, ffn_dim, dropout, attention_dropout, activation, attention_init)
             for _ in range(num_layers)
         )
 
@@ -221,7 +223,7 @@ class ConditionalDecoderLayer(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 activation: str, first: bool):
+                 activation: str, first: bool, attention_init: str = "multihead"):
         super().__init__()
         self.heads = heads
         self.attention_dropout = Dropout(attention_dropout)
@@ -245,10 +247,11 @@ class ConditionalDecoderLayer(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm3 = nn.LayerNorm(dim)
         self.dropout1, self.dropout2, self.dropout3 = (Dropout(dropout) for _ in range(3))
-        # conditional DETR's attention modules zero their output bias (the input projections
-        # above keep nn.Linear's bias; the model-wide xavier pass draws every weight)
-        nn.init.zeros_(self.sa_out_proj.bias)
-        nn.init.zeros_(self.ca_out_proj.bias)
+        if attention_init == "multihead":
+            # conditional DETR's attention modules zero their output bias (the input projections
+            # above keep nn.Linear's bias; the model-wide xavier pass draws every weight)
+            nn.init.zeros_(self.sa_out_proj.bias)
+            nn.init.zeros_(self.ca_out_proj.bias)
 
     def _concat_heads(self, content: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
         b, n, d = content.shape
@@ -287,11 +290,12 @@ class ConditionalDecoder(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 activation: str, num_layers: int):
+                 activation: str, num_layers: int, attention_init: str = "multihead", refine_init: str = "random"):
         super().__init__()
         self.dim = dim
         self.layers = nn.ModuleList(
-            ConditionalDecoderLayer(dim, heads, ffn_dim, dropout, attention_dropout, activation, first=(i == 0))
+            ConditionalDecoderLayer(dim, heads, ffn_dim, dropout, attention_dropout, activation, first=(i == 0),
+                                    attention_init=attention_init)
             for i in range(num_layers)
         )
         self.norm = nn.LayerNorm(dim)
@@ -299,9 +303,13 @@ class ConditionalDecoder(nn.Module):
         self.ref_point_head = MLP(dim, dim, dim, 2)
         self.ref_anchor_head = MLP(dim, dim, 1, 2)
         self.bbox_embed = MLP(dim, dim, 2, 3)
-        # QD-DETR zeroes the last layer, then its model-wide xavier pass draws the weight again:
-        # the refinement starts random, with a zero bias (the model's xavier pass draws it here)
-        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        last = self.bbox_embed.layers[-1]
+        nn.init.zeros_(last.bias)
+        if refine_init == "zero":  # kept through the model-wide xavier pass
+            nn.init.zeros_(last.weight)
+            last.weight._no_reinit = True
+        # "random": QD-DETR zeroes the last layer, then its model-wide xavier pass draws the
+        # weight again (the model's xavier pass does it here), the bias stays zero
 
     def forward(self, tgt, memory, memory_mask, pos, anchors_unsigmoid, self_attn_allowed=None):
         reference = anchors_unsigmoid.sigmoid()
