@@ -265,6 +265,7 @@ ACTIVATIONS = ("prelu", "relu", "gelu")
 ATTENTION_INITS = ("multihead", "linear")
 REFINE_INITS = ("random", "zero")
 SALIENCY_WINDOWS = ("first", "all")
+MAMBA_INITS = ("xavier", "mamba_ssm")
 CPU_KERNELS = ("auto", "native", "torch")
 
 
@@ -302,7 +303,6 @@ class CoarseConfig:  # §3.1, training only
 class RerankConfig:  # §3.2
     enabled: bool = False
     weight: float = 0.5
-    alpha: float = 1.0  # inference blend; 1.0 = pass-through
 
 
 @dataclass(frozen=True)
@@ -313,6 +313,9 @@ class MambaConfig:  # §2.2, replaces the self-attention audio encoder
     d_conv: int = 4
     expand: int = 2
     chunk: int = 8  # CPU scan: time steps per recomputed chunk (speed/memory trade-off only)
+    # the authors' model-wide xavier pass also redraws A_log and dt_proj.weight (every state then
+    # starts near A = -1); mamba_ssm keeps mamba-ssm's own (A = -1 ... -N, dt in [1e-3, 0.1])
+    init: str = "xavier"  # xavier | mamba_ssm
 
 
 @dataclass(frozen=True)
@@ -409,6 +412,8 @@ class EnsembleConfig:
 class InferenceConfig:
     max_windows: int = 10  # windows written per query
     clamp_slack: float = 2.0  # clamp ends to duration + slack (GT ends can exceed duration)
+    # §3.2: score = α p_fg + (1 - α) rerank score, for systems with re-ranking; 1.0 = p_fg
+    rerank_alpha: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amr.config import ACTIVATIONS, ATTENTION_INITS, CPU_KERNELS, EXECUTORS, REFINE_INITS, SALIENCY_WINDOWS
+from amr.config import (
+    ACTIVATIONS,
+    ATTENTION_INITS,
+    CPU_KERNELS,
+    EXECUTORS,
+    MAMBA_INITS,
+    REFINE_INITS,
+    SALIENCY_WINDOWS,
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,9 @@ FIELDS: dict[str, dict[str, object]] = {
                     "saliency_windows": OneOf(SALIENCY_WINDOWS), "saliency_pairs": NON_NEGATIVE},
     "MatcherCosts": {"span_l1": NON_NEGATIVE, "span_giou": NON_NEGATIVE, "label": NON_NEGATIVE},
     "CoarseConfig": {"gamma": NON_NEGATIVE, "pool": COUNT},
-    "RerankConfig": {"weight": NON_NEGATIVE, "alpha": UNIT},
-    "MambaConfig": {"depth": COUNT, "d_state": COUNT, "d_conv": COUNT, "expand": COUNT, "chunk": COUNT},
+    "RerankConfig": {"weight": NON_NEGATIVE},
+    "MambaConfig": {"depth": COUNT, "d_state": COUNT, "d_conv": COUNT, "expand": COUNT, "chunk": COUNT,
+                    "init": OneOf(MAMBA_INITS)},
     "BoundaryContrastConfig": {"k": COUNT, "tau": POSITIVE, "weight": NON_NEGATIVE},
     "DenoisingConfig": {"copies": COUNT, "sigma": NON_NEGATIVE, "weight": NON_NEGATIVE},
     "CascadeConfig": {"kappa": NON_NEGATIVE, "margin": NON_NEGATIVE, "heads": COUNT, "ffn_dim": COUNT,
@@ -117,7 +126,7 @@ FIELDS: dict[str, dict[str, object]] = {
                     "eval_batch_size": COUNT},
     "SaliencyProposalsConfig": {"threshold": UNIT, "top_k": COUNT},
     "EnsembleConfig": {"seeds": NON_NEGATIVE},  # each seed
-    "InferenceConfig": {"max_windows": COUNT, "clamp_slack": NON_NEGATIVE},
+    "InferenceConfig": {"max_windows": COUNT, "clamp_slack": NON_NEGATIVE, "rerank_alpha": UNIT},
     "AnalysisConfig": {"seed": NON_NEGATIVE, "resamples": COUNT, "confidence": OPEN_UNIT, "fdr": OPEN_UNIT,
                        "timelines": NON_NEGATIVE},
     "ClusterConfig": {"executor": OneOf(EXECUTORS), "gpus": NON_NEGATIVE, "cpus": COUNT,

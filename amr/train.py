@@ -452,7 +452,7 @@ def train_stage(
                 improved, metrics = False, None
                 if ctx.is_main:  # validation on rank 0; the others wait
                     metrics = validate(trainee.model, loaders.val, system_cfg, loaders.gt, ctx.device,
-                                       train_cfg.amp)
+                                       train_cfg.amp, stage)
                     improved = metrics[PRIMARY_METRIC] > state.best["score"]
                     if improved:
                         state.best = {"epoch": epoch + 1, "score": metrics[PRIMARY_METRIC],

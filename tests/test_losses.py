@@ -84,14 +84,20 @@ def test_saliency_loss_with_no_positive_frames_is_finite():
 # boundary contrast
 # ---------------------------------------------------------------------------------------------
 def brute_force_boundary(audio, text, windows, lengths, k, tau):
-    """Eq. (4) written out with Python loops over boundary sides."""
+    """Eq. (4) written out with Python loops over boundary sides, with the authors' rules: no
+    span narrower than 2 frames or recording shorter than 2K + 2, K inside frames counted from
+    the boundary inwards (past the span's other end if it is short)."""
     losses = []
     for b, spans in enumerate(windows):
         n = lengths[b]
+        if n < 2 * k + 2:
+            continue
         for s, e in spans:
+            if e - s < 2:
+                continue
             for inside, outside in (
-                ([t for t in range(s, s + k) if t < e], [t for t in range(s - k, s) if t >= 0]),
-                ([t for t in range(e - k, e) if t >= s], [t for t in range(e, e + k) if t < n]),
+                ([t for t in range(s, s + k) if t < n], [t for t in range(s - k, s) if t >= 0]),
+                ([t for t in range(e - k, e) if t >= 0], [t for t in range(e, e + k) if t < n]),
             ):
                 if not outside:
                     continue
@@ -114,12 +120,15 @@ def to_spans(windows, lengths, width):
 
 def test_boundary_contrast_matches_eq4_including_edges_and_short_spans():
     torch.manual_seed(0)
-    lengths = [20, 12]
-    # a span at the start edge, a 1-frame span, a 2-frame span (< K), one ending at the edge
-    windows = [[(0, 6), (9, 10), (14, 16)], [(5, 12)]]
+    lengths = [20, 12, 7]
+    # a span at the start edge, a 1-frame span (skipped), a 2-frame span (< K), one ending at the
+    # edge; a recording shorter than 2K + 2 (skipped)
+    windows = [[(0, 6), (9, 10), (14, 16)], [(5, 12)], [(2, 5)]]
     audio = F.normalize(torch.randn(2, 20, 8), dim=-1)
     text = F.normalize(torch.randn(2, 8), dim=-1)
     spans, mask = to_spans(windows, lengths, 3)
+    audio = F.normalize(torch.randn(3, 20, 8), dim=-1)
+    text = F.normalize(torch.randn(3, 8), dim=-1)
     got = boundary_contrast_loss(audio, text, spans, mask, torch.tensor(lengths), 3, 0.1)
     expected = brute_force_boundary(audio, text, windows, lengths, 3, 0.1)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -135,13 +144,13 @@ def test_boundary_contrast_without_outside_frames_is_finite_zero():
 
 
 def test_boundary_frames_clip_to_each_recording():
-    spans, mask = to_spans([[(0, 2)], [(7, 8)]], [10, 8], 1)
+    spans, mask = to_spans([[(0, 2)], [(6, 8)]], [10, 8], 1)
     inside, inside_ok, outside, outside_ok = boundary_frames(spans, mask, torch.tensor([10, 8]), 3)
-    assert inside[0, 0, 0][inside_ok[0, 0, 0]].tolist() == [0, 1]  # span shorter than K
+    assert inside[0, 0, 0][inside_ok[0, 0, 0]].tolist() == [0, 1, 2]  # K frames, past a short span
     assert not outside_ok[0, 0, 0].any()  # start at the edge
     assert outside[0, 0, 1][outside_ok[0, 0, 1]].tolist() == [2, 3, 4]
     assert not outside_ok[1, 0, 1].any()  # end at the recording's own end
-    assert outside[1, 0, 0][outside_ok[1, 0, 0]].tolist() == [6, 5, 4]
+    assert outside[1, 0, 0][outside_ok[1, 0, 0]].tolist() == [5, 4, 3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,12 +171,18 @@ def test_denoising_loss_is_zero_for_perfect_reconstruction():
         "valid": torch.tensor([[True, False, True, False]]),
         "target_index": torch.tensor([0, 1, 0, 1]),
     }
-    terms = denoising_losses(dn, spans)
+    weights = torch.tensor([1.0, 0.1])
+    # padding slots are background (the authors' label loss over every slot)
+    dn["pred_logits"] = torch.tensor([[[10.0, -10.0], [-10.0, 10.0], [10.0, -10.0], [-10.0, 10.0]]])
+    terms = denoising_losses(dn, spans, weights)
     assert terms["span"].item() == pytest.approx(0.0, abs=1e-7)
     assert terms["giou"].item() == pytest.approx(0.0, abs=1e-6)
     assert terms["label"].item() < 1e-6
     dn["pred_spans"] = dn["pred_spans"] + 0.05
-    assert denoising_losses(dn, spans)["span"].item() == pytest.approx(0.05, rel=1e-4)
+    assert denoising_losses(dn, spans, weights)["span"].item() == pytest.approx(0.05, rel=1e-4)
+    # a padding slot called foreground costs its class weight's share
+    dn["pred_logits"] = torch.tensor([[[10.0, -10.0]] * 4])
+    assert denoising_losses(dn, spans, weights)["label"].item() == pytest.approx(2 * 0.1 * 20 / 2.2, rel=1e-3)
 
 
 def test_span_losses_follow_the_indices():
@@ -198,7 +213,7 @@ def test_weight_dict_follows_the_components():
     w = full.weight_dict
     assert w["loss_span_coarse"] == 2.5 and w["loss_label_coarse"] == 1.0
     assert w["loss_rerank"] == 0.5 and w["loss_boundary"] == 0.2
-    assert w["loss_dn_span"] == 10.0 and w["loss_dn_giou_aux0"] == 1.0
+    assert w["loss_dn_span"] == 10.0 and "loss_dn_giou_aux0" not in w  # the last layer only
     assert w["loss_cascade_span"] == 10.0 and w["loss_cascade_giou"] == 1.0
     cfg = small_config()
     cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, aux=False))

@@ -116,11 +116,14 @@ def test_cascade_adds_the_reported_parameters():
 # ---------------------------------------------------------------------------------------------
 # gradient routing
 # ---------------------------------------------------------------------------------------------
-def test_rerank_loss_does_not_reach_the_audio_path():
+def test_rerank_loss_regularises_the_encoder_not_the_decoder():
+    """Eq. (3) pools the memory over detached spans: the encoder learns from it, the decoder
+    and the heads that predict the spans do not."""
     model, criterion = built(slot_config("slot1"))
     grads = term_grads(model, criterion, batch(), "loss_rerank")
-    assert grads["rerank"] > 0 and grads["text_proj"] > 0
-    for frozen in ("audio_proj", "t2v_layers", "audio_encoder", "decoder", "span_head", "class_head"):
+    for reached in ("rerank", "text_proj", "audio_proj", "t2v_layers", "audio_encoder"):
+        assert grads[reached] > 0, reached
+    for frozen in ("decoder", "span_head", "class_head"):
         assert grads[frozen] == 0, frozen
 
 
@@ -316,18 +319,16 @@ def test_denoising_mask_isolates_groups():
     dn = build_denoising_queries(spans, span_mask, copies=3, sigma=0.05)
     assert dn.anchors_unsigmoid.shape == (2, 6, 2)
     assert dn.target_index.tolist() == [0, 1, 0, 1, 0, 1]
-    allowed = denoising_attention_mask(4, dn)  # (B, 10, 10)
-    assert allowed.shape == (2, 10, 10)
-    assert allowed[:, :4, :4].all()
-    assert not allowed[:, :4, 4:].any() and not allowed[:, 4:, :4].any()
-    group = torch.tensor([0, 0, 1, 1, 2, 2])
-    same = group[:, None] == group[None, :]
-    assert torch.equal(allowed[0, 4:, 4:], same)
-    # sample 1: the padded target's queries are no key for others, but see themselves
-    expected = same & (dn.valid[1][None, :] | torch.eye(6, dtype=torch.bool))
-    assert torch.equal(allowed[1, 4:, 4:], expected)
-    widths = dn.anchors_unsigmoid.sigmoid()[..., 1]
-    assert (widths > 0).all()
+    allowed = denoising_attention_mask(4, dn)  # (10, 10), the same for every sample
+    assert allowed.shape == (10, 10)
+    # the learnable and the denoising queries do not see each other; the denoising queries see
+    # every group and padding slot (the authors' mask)
+    assert allowed[:4, :4].all() and allowed[4:, 4:].all()
+    assert not allowed[:4, 4:].any() and not allowed[4:, :4].any()
+    anchors = dn.anchors_unsigmoid.sigmoid()
+    assert ((anchors > 0) & (anchors < 1)).all()
+    # sample 1's padded target: its slots sit at the neutral anchor, unnoised
+    torch.testing.assert_close(anchors[1, 1::2], torch.tensor([[0.5, 0.1]] * 3), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("slot", list(SLOTS))
@@ -381,7 +382,8 @@ def overfit(slot: str, steps: int) -> dict:
 
 @pytest.mark.parametrize("slot", list(SLOTS))
 def test_a_few_queries_are_memorised(slot):
-    metrics = overfit(slot, steps=150)
+    # the re-ranking term also trains the encoder towards its own target: slower to memorise
+    metrics = overfit(slot, steps=150 if slot == "baseline" else 250)
     assert metrics["R1@0.7"] >= 90.0, metrics
 
 

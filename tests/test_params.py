@@ -32,7 +32,10 @@ def test_report_values_in_paper_preset():
     assert (s.backbone.hidden_dim, s.backbone.heads, s.backbone.ffn_dim, s.backbone.num_queries) == (256, 8, 1024, 10)
     assert (s.loss.span_l1, s.loss.span_giou, s.loss.label, s.loss.saliency) == (10, 1, 4, 1)
     assert (s.loss.background_weight, s.loss.saliency_margin) == (0.1, 0.2)
-    assert (s.coarse.gamma, s.rerank.weight, s.rerank.alpha) == (0.25, 0.5, 1.0)
+    assert (s.coarse.gamma, s.rerank.weight, p.inference.rerank_alpha) == (0.25, 0.5, 1.0)
+    # where the report is silent: the authors' code
+    assert (s.backbone.attention_init, s.backbone.refine_init, s.mamba.init) == ("multihead", "random", "xavier")
+    assert (s.loss.saliency_windows, s.loss.saliency_pairs, s.backbone.attention_dropout) == ("first", 2, 0.1)
     assert (s.mamba.depth, s.mamba.d_state, s.mamba.d_conv, s.mamba.expand) == (1, 16, 4, 2)
     assert (s.boundary_contrast.k, s.boundary_contrast.tau, s.boundary_contrast.weight) == (3, 0.1, 0.2)
     assert (s.dn.copies, s.dn.sigma, s.dn.weight) == (5, 0.05, 1.0)

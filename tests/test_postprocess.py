@@ -47,7 +47,7 @@ def test_windows_are_seconds_sorted_by_foreground_probability():
 def test_clamp_to_duration_plus_slack_and_drop_empty_windows():
     # spans past the end, a zero-length one after rounding, one before the start
     out, batch = one_query([[0.99, 0.2], [0.5, 0.001], [0.01, 0.1]], [0.9, 0.8, 0.7], length=100, duration=95.0)
-    windows = predict_windows(out, batch, small_config(), clamp_slack=2.0)[0][0]["pred_relevant_windows"]
+    windows = predict_windows(out, batch, small_config(), InferenceConfig(clamp_slack=2.0))[0][0]["pred_relevant_windows"]
     assert [w[:2] for w in windows] == [[89.0, 97.0], [0.0, 6.0]]
 
 
@@ -77,10 +77,9 @@ def test_rerank_blend_and_refined_spans():
                            rerank_scores=torch.tensor([[0.0, 1.0]]), refined_spans=refined)
     windows = predict_windows(out, batch, cfg)[0][0]["pred_relevant_windows"]
     assert [w[:2] for w in windows] == [[20.0, 40.0], [60.0, 80.0]]  # refined spans, α = 1
-    cfg = dataclasses.replace(cfg, rerank=dataclasses.replace(cfg.rerank, alpha=0.5))
-    windows = predict_windows(out, batch, cfg)[0][0]["pred_relevant_windows"]
+    windows = predict_windows(out, batch, cfg, InferenceConfig(rerank_alpha=0.5))[0][0]["pred_relevant_windows"]
     assert [w[2] for w in windows] == pytest.approx([0.8, 0.4])  # 0.5·0.6 + 0.5·1 first
     assert windows[0][:2] == [60.0, 80.0]
     cfg = with_switches(cfg, cascade=False)
-    windows = predict_windows(out, batch, cfg)[0][0]["pred_relevant_windows"]
+    windows = predict_windows(out, batch, cfg, InferenceConfig(rerank_alpha=0.5))[0][0]["pred_relevant_windows"]
     assert windows[0][:2] == [30.0, 70.0]

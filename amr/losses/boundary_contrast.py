@@ -2,8 +2,11 @@
 
 For every side (start, end) of every GT span: the positive is the normalised mean of the K
 audio projections just inside the boundary, the negatives the K frames just outside. All
-sides of the batch are handled at once. Sides without any outside frame (a span touching the
-recording's edge) are skipped; spans shorter than K use the frames they have.
+sides of the batch are handled at once. As in the authors' code: boundaries are the span's ends
+rounded to frames; spans narrower than 2 frames and recordings shorter than 2K + 2 frames are
+skipped (too narrow to have an inside and an outside); the K "inside" frames are counted from
+the boundary inwards even past the span's other end; a side without any outside frame (a span
+touching the recording's edge) is skipped.
 """
 from __future__ import annotations
 
@@ -16,17 +19,16 @@ from amr.spans import cw_to_se
 def boundary_frames(spans, span_mask, lengths, k: int):
     """GT spans (B, W, 2) cw -> inside / outside frame indices and validity, each (B, W, 2, K)."""
     length = lengths[:, None]
-    se = cw_to_se(spans) * length[..., None].to(spans.dtype)
-    start = torch.round(se[..., 0]).long()
-    start = torch.minimum(start.clamp(min=0), (length - 1).clamp(min=0))
-    end = torch.maximum(torch.minimum(torch.round(se[..., 1]).long(), length), start + 1)
+    se = cw_to_se(spans).clamp(0.0, 1.0) * length[..., None].to(spans.dtype)
+    start, end = torch.round(se[..., 0]).long(), torch.round(se[..., 1]).long()
+    wide = (end - start >= 2) & (length >= 2 * k + 2)  # else no inside/outside to tell apart
     offsets = torch.arange(k, device=spans.device)
-    start, end = start[..., None], end[..., None]
+    start, end, length = start[..., None], end[..., None], length[..., None]
     inside = torch.stack([start + offsets, end - 1 - offsets], 2)
-    inside_valid = torch.stack([start + offsets < end, end - 1 - offsets >= start], 2)
+    inside_valid = torch.stack([start + offsets < length, end - 1 - offsets >= 0], 2)
     outside = torch.stack([start - 1 - offsets, end + offsets], 2)
-    outside_valid = torch.stack([start - 1 - offsets >= 0, end + offsets < length[..., None]], 2)
-    real = span_mask[..., None, None]
+    outside_valid = torch.stack([start - 1 - offsets >= 0, end + offsets < length], 2)
+    real = (span_mask & wide)[..., None, None]
     return inside, inside_valid & real, outside, outside_valid & real
 
 

@@ -8,7 +8,7 @@ each term and the training objective is Σ weight · term. Terms (when their par
     loss_{span,giou,label}_coarse                        Eq. (2), weights × γ_c
     loss_rerank                                          Eq. (3)
     loss_boundary                                        Eq. (4)
-    loss_dn_{span,giou,label}[_aux0]                     §3.4, weights × dn.weight
+    loss_dn_{span,giou,label}                            §3.4, weights × dn.weight, last layer
     loss_cascade_{span,giou}                             §3.5, same indices, weights × cascade.weight
 
 Component weights multiply the base coefficients (λ1, λg, λc) of the terms they reuse, so a
@@ -77,7 +77,7 @@ class SetCriterion(nn.Module):
         if cfg.boundary_contrast.enabled:
             weights["loss_boundary"] = cfg.boundary_contrast.weight
         if cfg.dn.enabled:
-            weights.update({f"loss_dn_{k}{s}": cfg.dn.weight * v for s in ["", *aux] for k, v in base.items()})
+            weights.update({f"loss_dn_{k}": cfg.dn.weight * v for k, v in base.items()})
         if cfg.cascade.enabled:
             weights["loss_cascade_span"] = cfg.cascade.weight * lw.span_l1
             weights["loss_cascade_giou"] = cfg.cascade.weight * lw.span_giou
@@ -121,14 +121,9 @@ class SetCriterion(nn.Module):
             terms["loss_boundary"] = boundary_contrast_loss(
                 out["boundary_audio"], out["boundary_text"], spans, span_mask, audio_mask.sum(1), bc.k, bc.tau
             )
-        if "dn" in out and self.cfg.dn.enabled:
-            dn = out["dn"]
-            layers = [(dn, "")] + [
-                ({**aux, "valid": dn["valid"], "target_index": dn["target_index"]}, f"_aux{i}")
-                for i, aux in enumerate(dn["aux_outputs"][: self.aux_layers])
-            ]
-            for layer, suffix in layers:
-                terms.update({f"loss_dn_{k}{suffix}": v for k, v in denoising_losses(layer, spans).items()})
+        if "dn" in out and self.cfg.dn.enabled:  # the last decoder layer only, as the authors'
+            terms.update({f"loss_dn_{k}": v
+                          for k, v in denoising_losses(out["dn"], spans, self.class_weight).items()})
         if "refined_spans" in out and self.cfg.cascade.enabled:
             l1, giou = span_losses(out["refined_spans"], spans, indices)
             terms["loss_cascade_span"], terms["loss_cascade_giou"] = l1, giou

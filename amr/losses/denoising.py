@@ -9,20 +9,25 @@ import torch.nn.functional as F
 
 from amr.spans import cw_to_se, paired_generalized_iou
 
-FOREGROUND = 0
+FOREGROUND, BACKGROUND = 0, 1
 
 
-def denoising_losses(dn_out: dict, spans: torch.Tensor) -> dict[str, torch.Tensor]:
-    """dn_out: pred_logits / pred_spans (B, M*W, ·), valid (B, M*W), target_index (M*W,)."""
+def denoising_losses(dn_out: dict, spans: torch.Tensor, class_weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """dn_out: pred_logits / pred_spans (B, M*W, ·), valid (B, M*W), target_index (M*W,).
+
+    L1 and gIoU on the queries made from real spans; the label loss on every slot, as the
+    authors' code: real ones foreground, padding slots background, the class weights of the
+    detector's label loss, weighted mean."""
     valid = dn_out["valid"]
     targets = spans[:, dn_out["target_index"]][valid]  # (n, 2)
     pred = dn_out["pred_spans"][valid]
-    logits = dn_out["pred_logits"][valid]
+    labels = torch.where(valid, FOREGROUND, BACKGROUND)
+    label = F.cross_entropy(dn_out["pred_logits"].transpose(1, 2), labels, class_weight)
     if pred.shape[0] == 0:
         zero = dn_out["pred_spans"].sum() * 0.0
-        return {"span": zero, "giou": zero, "label": zero}
+        return {"span": zero, "giou": zero, "label": label}
     return {
         "span": F.l1_loss(pred, targets),
         "giou": (1 - paired_generalized_iou(cw_to_se(pred), cw_to_se(targets))).mean(),
-        "label": F.cross_entropy(logits, torch.full_like(logits[:, 0], FOREGROUND, dtype=torch.long)),
+        "label": label,
     }

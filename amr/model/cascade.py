@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from amr.config import CascadeConfig
-from amr.model.dropout import Dropout
 from amr.model.heads import span_frame_interval
 from amr.model.transformer import Attention, FeedForward
+
+
+MIN_WIDTH = 1e-3
 
 
 def crop_index(start: torch.Tensor, end: torch.Tensor, max_crop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,11 +37,11 @@ class CascadeRefiner(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.crop_position = nn.Embedding(cfg.max_crop, dim)  # offset inside the crop
+        # as the authors' layer: an attention and a GELU FFN with dropout inside, no dropout on
+        # the residuals, PyTorch's own initialisation (it sits outside the xavier pass)
         self.cross_attn = Attention(dim, cfg.heads, attention_dropout, attention_init)
-        # ReLU: the authors' parameter count leaves no room for a PReLU slope here
-        self.ffn = FeedForward(dim, cfg.ffn_dim, dropout, "relu")
+        self.ffn = FeedForward(dim, cfg.ffn_dim, dropout, "gelu")
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
         self.delta_head = nn.Linear(dim, 2)
         # zero head: the refinement is exactly the identity at initialisation
         nn.init.zeros_(self.delta_head.weight)
@@ -54,10 +56,11 @@ class CascadeRefiner(nn.Module):
         start, end = span_frame_interval(spans, lengths, self.cfg.margin)
         index, valid = crop_index(start, end, self.cfg.max_crop)
         attended = self.attend_crops(query_state, memory, index, valid)
-        h = self.norm1(query_state + self.dropout1(attended))
-        h = self.norm2(h + self.dropout2(self.ffn(h)))
-        delta = self.cfg.kappa * torch.tanh(self.delta_head(h))
-        return (spans + delta).clamp(0.0, 1.0)
+        h = self.norm1(query_state + attended)
+        h = self.norm2(h + self.ffn(h))
+        refined = spans + self.cfg.kappa * torch.tanh(self.delta_head(h))
+        # centre in [0, 1]; a width never collapses (the authors' floor)
+        return torch.stack([refined[..., 0].clamp(0.0, 1.0), refined[..., 1].clamp(MIN_WIDTH, 1.0)], -1)
 
     def attend_crops(self, query_state, memory, index, valid):
         """Each query attends to its own crop tokens memory[index] + position[slot].

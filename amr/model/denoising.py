@@ -12,7 +12,8 @@ import torch
 
 from amr.model.transformer import inverse_sigmoid
 
-MIN_WIDTH = 1e-3  # a noised width never collapses to zero
+EDGE = 1e-3  # noised centres and widths stay inside (0, 1), as in the authors' code
+PADDING_ANCHOR = (0.5, 0.1)  # a slot without a target span: mid-recording, a tenth wide
 
 
 @dataclass
@@ -24,43 +25,34 @@ class DenoisingQueries:
 
 
 def noise_spans(spans: torch.Tensor, copies: int, sigma: float, generator=None) -> torch.Tensor:
-    """(B, W, 2) cw -> (B, M*W, 2) noised copies, Eq. (5), clipped to [0, 1] with width > 0."""
+    """(B, W, 2) cw -> (B, M*W, 2) noised copies, Eq. (5), clipped to [EDGE, 1 - EDGE]."""
     repeated = spans.repeat(1, copies, 1)
     noise = torch.randn(repeated.shape, generator=generator, device=spans.device, dtype=spans.dtype)
-    noised = repeated + sigma * noise
-    centre = noised[..., 0].clamp(0.0, 1.0)
-    width = noised[..., 1].clamp(MIN_WIDTH, 1.0)
-    return torch.stack([centre, width], dim=-1)
+    return (repeated + sigma * noise).clamp(EDGE, 1.0 - EDGE)
 
 
 def build_denoising_queries(
     spans: torch.Tensor, span_mask: torch.Tensor, copies: int, sigma: float, generator=None
 ) -> DenoisingQueries:
     num_slots = spans.shape[1]
+    valid = span_mask.repeat(1, copies)
     noised = noise_spans(spans, copies, sigma, generator)
+    padding = noised.new_tensor(PADDING_ANCHOR).expand_as(noised)
     return DenoisingQueries(
-        anchors_unsigmoid=inverse_sigmoid(noised),
-        valid=span_mask.repeat(1, copies),
+        anchors_unsigmoid=inverse_sigmoid(torch.where(valid[..., None], noised, padding)),
+        valid=valid,
         target_index=torch.arange(num_slots, device=spans.device).repeat(copies),
         copies=copies,
     )
 
 
 def denoising_attention_mask(num_learnable: int, dn: DenoisingQueries) -> torch.Tensor:
-    """Decoder self-attention "may attend" mask (B, Q + M*W, Q + M*W).
+    """Decoder self-attention "may attend" mask (Qt, Qt), Qt = Q + M*W.
 
-    Learnable queries see only learnable queries; each denoising group sees only itself, and
-    inside a group only its real queries. Every query may attend to itself, so a group made
-    of padding alone still has a key (its outputs are ignored by the loss).
+    The learnable queries and the denoising queries do not see each other (the report's
+    isolation); the denoising queries see one another, every group and padding slot, as in the
+    authors' code.
     """
-    batch, num_dn = dn.valid.shape
-    group_size = num_dn // dn.copies if dn.copies else 0
-    device = dn.valid.device
-    group = torch.cat([
-        torch.full((num_learnable,), -1, device=device),
-        torch.arange(dn.copies, device=device).repeat_interleave(group_size),
-    ])
-    same_group = group[:, None] == group[None, :]  # (Qt, Qt)
-    key_valid = torch.cat([torch.ones(batch, num_learnable, dtype=torch.bool, device=device), dn.valid], 1)
-    eye = torch.eye(group.numel(), dtype=torch.bool, device=device)
-    return same_group[None] & (key_valid[:, None, :] | eye[None])
+    num_dn = dn.valid.shape[1]
+    learnable = torch.arange(num_learnable + num_dn, device=dn.valid.device) < num_learnable
+    return learnable[:, None] == learnable[None, :]

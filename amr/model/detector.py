@@ -64,6 +64,17 @@ def xavier_init_(module: nn.Module) -> None:
             nn.init.xavier_uniform_(p)
 
 
+def xavier_mamba_dynamics_(module: nn.Module) -> None:
+    """The authors' xavier pass reaches the Mamba block's ``A_log`` and ``dt_proj.weight`` too
+    (``mamba.init: xavier``); :func:`xavier_init_` keeps mamba-ssm's values of both."""
+    from amr.model.mamba import Mamba
+
+    for m in module.modules():
+        if isinstance(m, Mamba):
+            nn.init.xavier_uniform_(m.A_log)
+            nn.init.xavier_uniform_(m.dt_proj.weight)
+
+
 def select_cpu_kernels(module: nn.Module, choice: str) -> None:
     """``model.cpu_kernels`` for every module with compiled CPU kernels (dropout, Mamba's scan and
     conv): ``native`` (C kernels built at first use), ``torch`` (torch ops only) or ``auto``
@@ -113,6 +124,8 @@ class MomentDetector(nn.Module):
         self.decoder = ConditionalDecoder(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation,
                                           b.decoder_layers, b.attention_init, b.refine_init)
         xavier_init_(nn.ModuleList([self.t2v_layers, self.audio_encoder, self.decoder]))
+        if cfg.mamba.enabled and cfg.mamba.init == "xavier":
+            xavier_mamba_dynamics_(self.audio_encoder)
 
         self.query_embed = nn.Embedding(b.num_queries, 2)  # learnable (c, w) anchors, logit space
         self.class_head = nn.Linear(d, 2)  # [foreground, background]
@@ -126,8 +139,6 @@ class MomentDetector(nn.Module):
         self.boundary = BoundaryProjection(d) if cfg.boundary_contrast.enabled else None
         self.cascade = (CascadeRefiner(d, cfg.cascade, b.dropout, b.attention_dropout, b.attention_init)
                         if cfg.cascade.enabled else None)
-        if self.cascade is not None:
-            xavier_init_(nn.ModuleList([self.cascade.cross_attn, self.cascade.ffn]))
         select_cpu_kernels(self, b.cpu_kernels)
 
     # ------------------------------------------------------------------------------------------
@@ -235,17 +246,18 @@ class MomentDetector(nn.Module):
             if negative_pass:
                 out["saliency_neg"] = saliency_neg
             if dn is not None:
-                out["dn"] = _layer_outputs(logits[:, :, q:], spans[:, :, q:])
-                out["dn"].update(valid=dn.valid, target_index=dn.target_index)
+                out["dn"] = {"pred_logits": logits[-1, :, q:], "pred_spans": spans[-1, :, q:],
+                             "valid": dn.valid, "target_index": dn.target_index}
             if self.boundary is not None:
                 out["boundary_audio"], out["boundary_text"] = self.boundary(memory, text_pooled)
             if self.cfg.coarse.enabled:
-                out["coarse"] = self._coarse_forward(features, audio_mask, text_p, text_mask)
+                out["coarse"] = self._coarse_forward(features, audio_mask, text, text_mask)
         return out
 
-    def _coarse_forward(self, features, audio_mask, text_p, text_mask) -> dict:
+    def _coarse_forward(self, features, audio_mask, text, text_mask) -> dict:
         pooled, mask, span_scale = self.coarse_audio(features, audio_mask)
-        memory, _, pos = self.encode(pooled, mask, text_p, text_mask)
+        # the text projected again, with its own dropout draw, as in the authors' branch
+        memory, _, pos = self.encode(pooled, mask, self.text_proj(text), text_mask)
         anchors = self.query_embed.weight[None].expand(pooled.shape[0], -1, -1)
         _, logits, spans = self.decode(memory, mask, pos, anchors)
         out = _layer_outputs(logits, spans)

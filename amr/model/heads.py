@@ -36,7 +36,9 @@ def span_frame_interval(
 
 
 class RerankHead(nn.Module):
-    """Eq. (3): cosine between a span-pooled (detached) memory and the pooled query text.
+    """Eq. (3): cosine between the memory mean-pooled over each (detached) predicted span and
+    the pooled query text. The span is detached, the memory is not: the term regularises the
+    encoder ("a training-time encoder regularizer"), as in the authors' code.
 
     Returns ½(⟨g_i, q⟩ + 1) in [0, 1] for every decoder query, (B, Q).
     """
@@ -51,7 +53,7 @@ class RerankHead(nn.Module):
         frames = torch.arange(memory.shape[1], device=memory.device)
         inside = (frames >= start[..., None]) & (frames < end[..., None])  # (B, Q, L)
         weights = inside.to(memory.dtype) / inside.sum(-1, keepdim=True).to(memory.dtype)
-        pooled = torch.bmm(weights, memory.detach())  # the report detaches the memory
+        pooled = torch.bmm(weights, memory)
         g = F.normalize(self.span_proj(pooled), dim=-1)
         q = F.normalize(self.text_proj(text_pooled), dim=-1)
         return 0.5 * ((g * q[:, None, :]).sum(-1) + 1.0)

@@ -2,7 +2,7 @@
 
 Spans are normalised by the number of frames T, so windows in seconds are
 ``(c ± w/2) × T × clip_length``. Scores are the foreground probability, blended with the
-re-ranking score when that component is on (α = 1 keeps p_fg).
+re-ranking score when that component is on (``inference.rerank_alpha``; α = 1 keeps p_fg).
 """
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from amr.config import InferenceConfig, SystemConfig
 from amr.spans import cw_to_se
 
 
-def window_scores(out: dict, cfg: SystemConfig) -> torch.Tensor:
+def window_scores(out: dict, cfg: SystemConfig, rerank_alpha: float = 1.0) -> torch.Tensor:
     p_fg = out["pred_logits"].float().softmax(-1)[..., 0]
     if cfg.rerank.enabled and "rerank_scores" in out:
-        alpha = cfg.rerank.alpha
-        return alpha * p_fg + (1.0 - alpha) * out["rerank_scores"].float()
+        return rerank_alpha * p_fg + (1.0 - rerank_alpha) * out["rerank_scores"].float()
     return p_fg
 
 
@@ -48,20 +47,15 @@ def predict_windows(
     out: dict,
     batch: dict,
     cfg: SystemConfig,
-    max_windows: int | InferenceConfig = 10,
-    clamp_slack: float = 2.0,
+    inference: InferenceConfig = InferenceConfig(),
 ) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """-> prediction records (docs/interfaces.md) and per-qid saliency logits of real frames.
-
-    ``max_windows`` may also be an InferenceConfig, which then supplies both settings.
-    """
-    if isinstance(max_windows, InferenceConfig):
-        max_windows, clamp_slack = max_windows.max_windows, max_windows.clamp_slack
+    """-> prediction records (docs/interfaces.md) and per-qid saliency logits of real frames."""
+    max_windows, clamp_slack = inference.max_windows, inference.clamp_slack
     clip = float(cfg.data.clip_length)
     lengths = batch["lengths"] if "lengths" in batch else batch["audio_mask"].sum(1)
     lengths = lengths.detach().cpu().double().numpy()
     se = cw_to_se(final_spans(out, cfg).detach().double()).cpu().numpy()  # (B, Q, 2), fraction of T
-    scores = window_scores(out, cfg).detach().double().cpu().numpy()
+    scores = window_scores(out, cfg, inference.rerank_alpha).detach().double().cpu().numpy()
     saliency = out["saliency"].detach().float().cpu().numpy()
     durations = batch["duration"]
     records, saliency_by_qid = [], {}

@@ -102,8 +102,8 @@ def multihead_attention_init_(q_proj: nn.Linear, k_proj: nn.Linear, v_proj: nn.L
     """``nn.MultiheadAttention``'s initialisation, which QD-DETR's attention layers have: the
     three input projections are rows of ONE xavier-uniform (3d x d) matrix (so each is drawn
     1/sqrt(2) as wide as a xavier (d x d) matrix), their biases and the output bias are zero,
-    the output weights xavier-uniform. The input weights are flagged ``_no_reinit`` so that a
-    model-wide xavier pass keeps them."""
+    the output weight keeps nn.Linear's draw (a model-wide xavier pass, where the layer has one,
+    draws it again). The input weights are flagged ``_no_reinit`` so that such a pass keeps them."""
     dim = q_proj.in_features
     fused = torch.empty(3 * dim, dim)
     nn.init.xavier_uniform_(fused)
@@ -112,7 +112,6 @@ def multihead_attention_init_(q_proj: nn.Linear, k_proj: nn.Linear, v_proj: nn.L
             proj.weight.copy_(rows)
             proj.weight._no_reinit = True
             nn.init.zeros_(proj.bias)
-    nn.init.xavier_uniform_(out_proj.weight)
     nn.init.zeros_(out_proj.bias)
 
 
@@ -161,10 +160,12 @@ class FeedForward(nn.Module):
 
 
 class TextToAudioLayer(nn.Module):
-    """QD-DETR's T2V layer: audio frames (queries) attend to text tokens, then an FFN (post-norm).
+    """QD-DETR's T2V layer: audio frames (queries) attend to text tokens, then an FFN.
 
-    Text tokens carry no position encoding (QD-DETR's default), audio queries carry the sine
-    frame encoding. Only the audio stream is updated.
+    As in QD-DETR's (and the authors') code, the FFN reads the normalised stream but its residual
+    adds to the un-normalised one: y = x + attn, out = norm2(y + FFN(norm1(y))). Text tokens carry
+    no position encoding (QD-DETR's default), audio queries carry the sine frame encoding. Only
+    the audio stream is updated.
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
@@ -177,8 +178,8 @@ class TextToAudioLayer(nn.Module):
 
     def forward(self, audio, audio_pos, text, text_mask):
         attended = self.cross_attn(audio + audio_pos, text, text, key_padding(text_mask))
-        audio = self.norm1(audio + self.dropout1(attended))
-        return self.norm2(audio + self.dropout2(self.ffn(audio)))
+        audio = audio + self.dropout1(attended)
+        return self.norm2(audio + self.dropout2(self.ffn(self.norm1(audio))))
 
 
 class SelfAttentionLayer(nn.Module):

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from amr.errors import AmrError
-from amr.config import SystemConfig, TrainConfig
+from amr.config import InferenceConfig, SystemConfig, TrainConfig
 from amr.device import autocast_context, move_batch
 from amr.training.distributed import DistContext
 
@@ -83,17 +83,24 @@ def train_one_epoch(
     return {k: v / max(steps, 1) for k, v in sums.items()}
 
 
+# How model selection scores a validation epoch: fixed, not params.yaml's ``inference:`` (which
+# only decides how test and evaluation predictions are written, and so never re-trains): the
+# authors' choice, the 10 best windows of each query scored by the foreground probability, or in
+# pre-training blended half-and-half with the re-ranking score where the system re-ranks.
+SELECTION_SCORING = {"pretrain": InferenceConfig(rerank_alpha=0.5), "finetune": InferenceConfig()}
+
+
 def validate(model: torch.nn.Module, loader: DataLoader, system_cfg: SystemConfig,
-             gt: list[dict], device: torch.device, amp: bool) -> dict[str, float]:
-    """Official metrics of ``model`` on the validation split (model selection), and the ranking
-    diagnostics of :mod:`amr.ranking` beside them."""
+             gt: list[dict], device: torch.device, amp: bool, stage: str = "finetune") -> dict[str, float]:
+    """Official metrics of ``model`` on the validation split, scored as :data:`SELECTION_SCORING`
+    says for ``stage`` (model selection), and the ranking diagnostics of :mod:`amr.ranking`."""
     from amr.metrics import evaluate_predictions
     from amr.predict import run_inference
     from amr.ranking import MemoryProbe, ranking_diagnostics
 
     probe = MemoryProbe(model)
     try:
-        records, _ = run_inference(model, loader, system_cfg, None, device, amp)
+        records, _ = run_inference(model, loader, system_cfg, SELECTION_SCORING[stage], device, amp)
     finally:
         probe.close()
     return {**evaluate_predictions(records, gt), **ranking_diagnostics(records, gt),
