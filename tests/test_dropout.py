@@ -153,9 +153,8 @@ def test_cpu_kernels_knob_torch_never_builds_and_gives_the_same_training_step(mo
         for param, grad in native_grads.items():
             if name == "slot1":
                 assert torch.equal(grad, torch_grads[param]), param
-            else:  # rounding: a few float32 ulps of the gradient's own scale
-                difference = (grad - torch_grads[param]).abs().max()
-                assert difference <= 1e-5 * grad.abs().max(), (param, float(difference))
+            else:  # float32 rounding, carried through the backward pass
+                torch.testing.assert_close(grad, torch_grads[param], rtol=1e-4, atol=1e-5, msg=param)
 
 
 def test_auto_cpu_kernels_take_the_c_kernels_where_they_build(monkeypatch):
