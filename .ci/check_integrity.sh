@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the trained checkout (after `make repro` and .ci/check_experiment.sh committed its results),
 # each in its own copy: what DVC records is what ran.
-#  1. `dvc exp run -S train.batch_size=16` (a key the demo preset sets) retrains with batch 16:
+#  1. `dvc exp run -S train.batch_size=8` (a key the demo preset sets) retrains with batch 8:
 #     the runs record it, the metrics change, Table 1 names the budget. Fewer epochs than the
 #     persisted run holds train afresh (not "already trained").
 #  2. A comment in amr/model changes nothing; a one-line semantic change retrains from scratch.
@@ -27,17 +27,17 @@ json() { python -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(
 pretrain_epochs() { python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['train']['pretrain']['epochs'])"; }
 epochs=$(cd "$REPO" && pretrain_epochs)
 
-echo "== 1. dvc exp run -S train.batch_size=16"
+echo "== 1. dvc exp run -S train.batch_size=8"
 fresh
 cp metrics/slot3.json "$WORK/slot3.before.json"
-dvc exp run -S train.batch_size=16 > "$WORK/batch.log" 2>&1 || { cat "$WORK/batch.log"; fail "experiment"; }
+dvc exp run -S train.batch_size=8 > "$WORK/batch.log" 2>&1 || { cat "$WORK/batch.log"; fail "experiment"; }
 echo "re-ran: $(ran "$WORK/batch.log")"
 for run in runs/pretrain/baseline runs/finetune/slot1/seed-2023 runs/finetune/slot3/seed-42; do
-  [ "$(json $run/system_info.json "d['config']['train']['batch_size']")" = 16 ] || fail "$run: batch size not 16"
+  [ "$(json $run/system_info.json "d['config']['train']['batch_size']")" = 8 ] || fail "$run: batch size not 8"
 done
-cmp -s metrics/slot3.json "$WORK/slot3.before.json" && fail "slot-3 metrics unchanged with batch 16"
-grep -q "demo + train.batch_size=16 budget" reports/table1.md || fail "Table 1 does not name the budget"
-echo "slot3 R1@0.7: $(json "$WORK/slot3.before.json" "d['R1@0.7']") at batch 8, $(json metrics/slot3.json "d['R1@0.7']") at batch 16"
+cmp -s metrics/slot3.json "$WORK/slot3.before.json" && fail "slot-3 metrics unchanged with batch 8"
+grep -q "demo + train.batch_size=8 budget" reports/table1.md || fail "Table 1 does not name the budget"
+echo "slot3 R1@0.7: $(json "$WORK/slot3.before.json" "d['R1@0.7']") at batch 16, $(json metrics/slot3.json "d['R1@0.7']") at batch 8"
 head -n 1 reports/table1.md
 fresh
 fewer=$((epochs - 1))

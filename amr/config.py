@@ -254,6 +254,9 @@ class BackboneConfig:
     # last layer of the anchor-refinement MLP: random (QD-DETR zeroes it, then its xavier pass
     # draws the weight again) | zero (later decoder layers start at the previous layer's anchors)
     refine_init: str = "random"  # random | zero
+    # the T2V layer's FFN residual: qd_detr (QD-DETR's and the authors': added to the stream
+    # before norm1) | postnorm (added after it, like every other layer)
+    t2v_residual: str = "qd_detr"  # qd_detr | postnorm
     t2v_layers: int = 2  # text-to-audio cross-attention encoder
     encoder_layers: int = 2  # audio self-attention encoder (replaced by Mamba when enabled)
     decoder_layers: int = 2  # conditional-DETR decoder
@@ -264,6 +267,7 @@ class BackboneConfig:
 ACTIVATIONS = ("prelu", "relu", "gelu")
 ATTENTION_INITS = ("multihead", "linear")
 REFINE_INITS = ("random", "zero")
+T2V_RESIDUALS = ("qd_detr", "postnorm")
 SALIENCY_WINDOWS = ("first", "all")
 MAMBA_INITS = ("xavier", "mamba_ssm")
 CPU_KERNELS = ("auto", "native", "torch")

@@ -17,6 +17,7 @@ from amr.config import (
     MAMBA_INITS,
     REFINE_INITS,
     SALIENCY_WINDOWS,
+    T2V_RESIDUALS,
 )
 
 
@@ -107,7 +108,8 @@ FIELDS: dict[str, dict[str, object]] = {
                        "ffn_dim": COUNT, "activation": OneOf(ACTIVATIONS),
                        "cpu_kernels": OneOf(CPU_KERNELS), "t2v_layers": COUNT,
                        "encoder_layers": COUNT, "decoder_layers": COUNT, "num_queries": COUNT,
-                       "attention_init": OneOf(ATTENTION_INITS), "refine_init": OneOf(REFINE_INITS)},
+                       "attention_init": OneOf(ATTENTION_INITS), "refine_init": OneOf(REFINE_INITS),
+                       "t2v_residual": OneOf(T2V_RESIDUALS)},
     "LossWeights": {"span_l1": NON_NEGATIVE, "span_giou": NON_NEGATIVE, "label": NON_NEGATIVE,
                     "background_weight": NON_NEGATIVE, "saliency": NON_NEGATIVE, "saliency_margin": NON_NEGATIVE,
                     "saliency_windows": OneOf(SALIENCY_WINDOWS), "saliency_pairs": NON_NEGATIVE},

@@ -470,3 +470,33 @@ class _AlwaysOn(torch.nn.Module):
 
     def forward(self, x):
         return x
+
+
+def test_mamba_dynamics_start_where_mamba_init_says():
+    """mamba.init: xavier (the authors' model-wide pass reaches A_log and dt_proj.weight) or
+    mamba_ssm (A = -1 ... -N per channel, mamba-ssm's dt projection)."""
+    cfg = slot_config("slot2")
+    torch.manual_seed(0)
+    authors = build_model(cfg).audio_encoder.mamba.layers[0].forward_mamba
+    torch.manual_seed(0)
+    kept = build_model(dataclasses.replace(cfg, mamba=dataclasses.replace(cfg.mamba, init="mamba_ssm")))
+    kept = kept.audio_encoder.mamba.layers[0].forward_mamba
+    n = kept.A_log.shape[1]
+    torch.testing.assert_close(kept.A_log, torch.log(torch.arange(1, n + 1.0)).expand_as(kept.A_log))
+    bound = (6 / sum(authors.A_log.shape)) ** 0.5
+    assert authors.A_log.abs().max() <= bound and authors.A_log.std() > bound / 3
+    assert not torch.equal(authors.dt_proj.weight, kept.dt_proj.weight)
+    torch.testing.assert_close(authors.D, kept.D)  # 1-D: no xavier draw
+
+
+def test_t2v_residual_knob_changes_only_the_ffn_residual():
+    cfg = no_dropout(slot_config("baseline"))
+    post = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, t2v_residual="postnorm"))
+    torch.manual_seed(0)
+    a = build_model(cfg).eval()
+    torch.manual_seed(0)
+    b = build_model(post).eval()
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    data = batch()
+    with torch.no_grad():
+        assert not torch.allclose(a(data)["pred_spans"], b(data)["pred_spans"])

@@ -175,7 +175,7 @@ def test_loaded_configs_cannot_be_overwritten():
 
 # ------------------------------------------------------------------ -S overrides reach the stage
 @pytest.mark.parametrize("override, read", [
-    ("train.batch_size=16", lambda job: job.train.batch_size),
+    ("train.batch_size=8", lambda job: job.train.batch_size),
     ("model.hidden_dim=32", lambda job: job.system.backbone.hidden_dim),
     ("train.finetune.epochs=2", lambda job: job.schedule.epochs),
     ("model.cpu_kernels=native", lambda job: job.system.backbone.cpu_kernels),

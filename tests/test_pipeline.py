@@ -298,8 +298,8 @@ def test_dvc_reruns_only_the_stages_that_read_a_changed_param(recorded_project):
                            lambda t: t.replace("  threshold: 0.5\n", "  threshold: 0.3\n"))
     assert changed == {"fuse-slot4"}
     changed = _with_change(recorded_project, "params.yaml",
-                           lambda t: t.replace("  batch_size: 8 ", "  batch_size: 16 "))
+                           lambda t: t.replace("  batch_size: 16 ", "  batch_size: 8 "))
     assert {n.split("@")[0] for n in changed} == {
         f"{kind}-{s}" for kind in ("pretrain", "finetune") for s in ("baseline", "slot1", "slot2", "slot3")
-    } | {"tables"}  # the table caption names the budget: "demo + train.batch_size=16"
+    } | {"tables"}  # the table caption names the budget: "demo + train.batch_size=8"
     shutil.rmtree(recorded_project / ".dvc" / "tmp", ignore_errors=True)

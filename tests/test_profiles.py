@@ -62,8 +62,8 @@ def test_set_args_through_dvc_equal_writing_the_preset(params_file, tmp_path):
 
 
 def test_budget_label_names_what_differs_from_the_nearest_preset(params_file):
-    apply_overrides(params_file, ["train.batch_size=16"])
-    assert profiles.budget_label(Params.load(params_file)) == "demo + train.batch_size=16"
+    apply_overrides(params_file, ["train.batch_size=8"])
+    assert profiles.budget_label(Params.load(params_file)) == "demo + train.batch_size=8"
 
 
 def test_the_comments_name_the_papers_values():

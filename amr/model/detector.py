@@ -111,7 +111,8 @@ class MomentDetector(nn.Module):
         self.audio_proj = InputProjection(audio_in, d, b.input_proj_layers, b.input_dropout)
         self.text_proj = InputProjection(cfg.data.text_dim, d, b.input_proj_layers, b.input_dropout)
         self.t2v_layers = nn.ModuleList(
-            TextToAudioLayer(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation, b.attention_init)
+            TextToAudioLayer(d, b.heads, b.ffn_dim, b.dropout, b.attention_dropout, b.activation, b.attention_init,
+                             b.t2v_residual)
             for _ in range(b.t2v_layers)
         )
         if cfg.mamba.enabled:  # §2.2: Mamba replaces the self-attention audio encoder

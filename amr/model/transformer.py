@@ -162,15 +162,17 @@ class FeedForward(nn.Module):
 class TextToAudioLayer(nn.Module):
     """QD-DETR's T2V layer: audio frames (queries) attend to text tokens, then an FFN.
 
-    As in QD-DETR's (and the authors') code, the FFN reads the normalised stream but its residual
-    adds to the un-normalised one: y = x + attn, out = norm2(y + FFN(norm1(y))). Text tokens carry
-    no position encoding (QD-DETR's default), audio queries carry the sine frame encoding. Only
-    the audio stream is updated.
+    ``residual`` ``qd_detr`` (QD-DETR's and the authors' code): the FFN reads the normalised
+    stream but its residual adds to the un-normalised one, y = x + attn, out = norm2(y +
+    FFN(norm1(y))); ``postnorm``: both sub-layers post-norm, out = norm2(n + FFN(n)) with
+    n = norm1(x + attn). Text tokens carry no position encoding (QD-DETR's default), audio
+    queries carry the sine frame encoding. Only the audio stream is updated.
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
-                 activation: str, attention_init: str = "multihead"):
+                 activation: str, attention_init: str = "multihead", residual: str = "qd_detr"):
         super().__init__()
+        self.residual = residual
         self.cross_attn = Attention(dim, heads, attention_dropout, attention_init)
         self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -179,6 +181,9 @@ class TextToAudioLayer(nn.Module):
     def forward(self, audio, audio_pos, text, text_mask):
         attended = self.cross_attn(audio + audio_pos, text, text, key_padding(text_mask))
         audio = audio + self.dropout1(attended)
+        if self.residual == "postnorm":
+            audio = self.norm1(audio)
+            return self.norm2(audio + self.dropout2(self.ffn(audio)))
         return self.norm2(audio + self.dropout2(self.ffn(self.norm1(audio))))
 
 
