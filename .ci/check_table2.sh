@@ -4,7 +4,7 @@
 # rows take), queue every row with `amr ablations queue`, run them with `dvc queue start -j 1`,
 # write Table 2 with `amr ablations table`, and check every row of reports/table2.{md,csv,tex}.
 set -euo pipefail
-export DVC_NO_ANALYTICS=1 OMP_WAIT_POLICY=PASSIVE
+export DVC_NO_ANALYTICS=1
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$REPO/.venv/bin:$PATH"
 WORK=$(mktemp -d)

@@ -31,7 +31,7 @@ def project_env(root: Path, **extra: str) -> dict:
     Python first on PATH, as for the stage commands that DVC runs (``python -m stages...``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMR_")}
     path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(PYTHONPATH=str(root), DVC_NO_ANALYTICS="1", PATH=path, OMP_WAIT_POLICY="PASSIVE", **extra)
+    env.update(PYTHONPATH=str(root), DVC_NO_ANALYTICS="1", PATH=path, **extra)
     return env
 
 
