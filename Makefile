@@ -19,6 +19,7 @@ repro: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: install
+	$(BIN)/ruff check amr stages tests bench
 	$(BIN)/python -m pytest -q
 
 # standalone benchmarks; bench/demo_learning.py reads the outputs of `make repro`;

@@ -52,7 +52,7 @@ python - <<'PY'
 import csv
 
 from amr import ablations
-from amr.tables import tex_escape
+from amr.reporting.tables import tex_escape
 
 rows = list(csv.DictReader(open("reports/table2.csv", encoding="utf-8")))
 assert len(rows) == len(ablations.GRID), f"{len(rows)} rows in table2.csv, {len(ablations.GRID)} in the grid"

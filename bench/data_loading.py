@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amr.config import DataConfig
+from amr.config.schema import DataConfig
 from amr.data.annotations import read_annotations
 from amr.data.dataset import (
     MomentDataset,

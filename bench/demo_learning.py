@@ -11,13 +11,13 @@ from collections import Counter
 import numpy as np
 import torch
 
-from amr.data import MomentDataset, eval_loader
-from amr.io import read_json
-from amr.metrics import evaluate_predictions, load_jsonl
+from amr.config.params import Params
+from amr.config.paths import PREDICT_SPLITS, ground_truth, metrics_file, packed
+from amr.data.dataset import MomentDataset, eval_loader
+from amr.engine.predict import run_inference
+from amr.evaluation.metrics import evaluate_predictions, load_jsonl
 from amr.model import build_model
-from amr.params import Params
-from amr.pipeline import PREDICT_SPLITS, ground_truth, metrics_file, packed
-from amr.predict import run_inference
+from amr.util.io import read_json
 
 KEYS = ("R1@0.5", "R1@0.7", "mAP")
 

@@ -33,9 +33,9 @@ FRAMES = 300
 
 def packed_split(root: Path) -> Path:
     """Demo CASTELLA-like training queries in 300-s recordings, packed."""
-    from amr.config import DataConfig
-    from amr.data import pack_split
+    from amr.config.schema import DataConfig
     from amr.data.demo import DemoSizes, make_demo_dataset
+    from amr.data.pack import pack_split
 
     sizes = DemoSizes(clotho_train_queries=4, clotho_val_queries=4, castella_train_queries=96,
                       castella_val_queries=64, castella_test_queries=4, evaluation_queries=4,
@@ -72,14 +72,15 @@ def measure(system: str, kernels: str, steps: int, data: dict) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from amr.data import MomentDataset, collate_moments, eval_loader
-    from amr.metrics import evaluate_predictions
-    from amr.model import build_criterion, build_model
+    from amr.config.params import Params
+    from amr.data.dataset import MomentDataset, collate_moments, eval_loader
+    from amr.engine.cpu_memory import keep_freed_memory
+    from amr.engine.loop import build_optimizer, weighted_total
+    from amr.engine.predict import ground_truth_records, run_inference
+    from amr.evaluation.metrics import evaluate_predictions
+    from amr.losses import build_criterion
+    from amr.model import build_model
     from amr.model.detector import cpu_kernels_in_use
-    from amr.params import Params
-    from amr.predict import ground_truth_records, run_inference
-    from amr.training.cpu_memory import keep_freed_memory
-    from amr.training.loop import build_optimizer, weighted_total
 
     root = Path(__file__).resolve().parents[1]
     params = Params.load(root / "params.yaml", preset="demo")

@@ -28,8 +28,8 @@ from train_step import synthetic_batch  # noqa: E402  (bench/ is not a package)
 def scan_parity(seed: int = 7) -> dict:
     import torch
 
+    from amr.kernels.selective_scan import selective_scan
     from amr.model.mamba import mamba_ssm_scan
-    from amr.model.selective_scan import selective_scan
 
     selective_scan_fn = mamba_ssm_scan()
     if selective_scan_fn is None:
@@ -58,9 +58,11 @@ def scan_parity(seed: int = 7) -> dict:
 def time_step(system: str, use_mamba_ssm: bool, steps: int, device: str = "cuda") -> dict:
     import torch
 
-    from amr.model import build_criterion, build_model, mamba as mamba_module
-    from amr.params import Params
-    from amr.training.loop import build_optimizer, weighted_total
+    from amr.config.params import Params
+    from amr.engine.loop import build_optimizer, weighted_total
+    from amr.losses import build_criterion
+    from amr.model import build_model
+    from amr.model import mamba as mamba_module
 
     params = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", preset="paper")
     cfg = params.system(system)
@@ -138,7 +140,7 @@ def main() -> int:
 
 
 def uses_mamba(system: str) -> bool:
-    from amr.params import Params
+    from amr.config.params import Params
 
     params = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", preset="paper")
     return params.system(system).mamba.enabled

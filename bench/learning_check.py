@@ -1,5 +1,5 @@
 """Do the systems learn on realistic data, on every seed? Real annotations, synthesised features,
-two references, the ranking diagnostics of ``amr.ranking``.
+two references, the ranking diagnostics of ``amr.evaluation.ranking``.
 
 The annotation files are the real ones (Clotho-Moment for pre-training; CASTELLA for
 fine-tuning, validation and a held-out test: 4-s moments in 300-s recordings), sliced by whole
@@ -17,7 +17,7 @@ references computed here on the same queries:
   frames above ``PROBE_THRESHOLD`` x the best score are the windows (best first). The features
   are made linearly, so this is close to the best a model can do on them.
 
-Beside R1 and mAP each run reports how it ranks its own windows (``amr.ranking``): the
+Beside R1 and mAP each run reports how it ranks its own windows (``amr.evaluation.ranking``): the
 within-query Spearman correlation of score and IoU, the within-query score spread, the top-10
 oracle R1@0.5 and the encoder memory's frame-to-frame variation; a seed whose score spread is
 below a tenth of another seed's is flagged as collapsed.
@@ -135,9 +135,9 @@ def probe_predictions(weights: np.ndarray, dataset) -> list[dict]:
 
 def references(packed: dict[str, Path], cfg) -> dict[str, dict]:
     """The two references on the held-out test queries."""
-    from amr.data import MomentDataset
-    from amr.metrics import evaluate_predictions
-    from amr.predict import ground_truth_records
+    from amr.data.dataset import MomentDataset
+    from amr.engine.predict import ground_truth_records
+    from amr.evaluation.metrics import evaluate_predictions
 
     train = MomentDataset(packed["finetune_train"], cfg.data, train=False, in_memory=True)
     test = MomentDataset(packed["finetune_test"], cfg.data, train=False, in_memory=True)
@@ -155,12 +155,12 @@ def references(packed: dict[str, Path], cfg) -> dict[str, dict]:
 def train_system(params, system: str, seed: int, packed: dict[str, Path], work: Path, args) -> dict:
     import math
 
-    from amr.data import MomentDataset, eval_loader
-    from amr.evaluation import training_curves
-    from amr.metrics import evaluate_predictions
-    from amr.predict import ground_truth_records, load_model_from_checkpoint, run_inference
-    from amr.ranking import MemoryProbe, ranking_diagnostics
-    from amr.train import train_stage
+    from amr.data.dataset import MomentDataset, eval_loader
+    from amr.engine.predict import ground_truth_records, load_model_from_checkpoint, run_inference
+    from amr.engine.train import train_stage
+    from amr.evaluation.metrics import evaluate_predictions
+    from amr.evaluation.ranking import MemoryProbe, ranking_diagnostics
+    from amr.reporting.systems import training_curves
 
     cfg, train_cfg = params.system(system), params.train
     if args.threads:
@@ -203,7 +203,7 @@ def train_system(params, system: str, seed: int, packed: dict[str, Path], work: 
 def write_curves(path: Path, rows: list[dict]) -> None:
     import csv
 
-    from amr.io import atomic_path
+    from amr.util.io import atomic_path
 
     columns = sorted({k for r in rows for k in r} - {"epoch"})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -331,8 +331,8 @@ def main() -> None:
         ap.error("--data is required (unless --replot)")
     args.epochs, args.lr = parse_overrides(args.epochs, int), parse_overrides(args.lr, float)
 
-    from amr.data import MomentDataset
-    from amr.params import Params
+    from amr.config.params import Params
+    from amr.data.dataset import MomentDataset
 
     params = Params.load(args.params)
     cfg = params.system(args.systems[0])

@@ -34,7 +34,7 @@ def _build(impl: str, d_model: int, chunk: int):
     from torch import nn
 
     if impl in ("ours", "ours_eager"):
-        from amr.config import MambaConfig
+        from amr.config.schema import MambaConfig
         from amr.model.mamba import BidirectionalMambaEncoder
 
         # ours: the report's configuration (C scan kernel); ours_eager: model.cpu_kernels torch
@@ -42,7 +42,8 @@ def _build(impl: str, d_model: int, chunk: int):
         encoder = BidirectionalMambaEncoder(d_model, cfg, native_cpu_kernels=impl == "ours")
         return lambda x, mask: encoder(x, mask)
 
-    from mambapy.mamba import MambaBlock, MambaConfig as MambapyConfig
+    from mambapy.mamba import MambaBlock
+    from mambapy.mamba import MambaConfig as MambapyConfig
 
     cfg = MambapyConfig(d_model=d_model, n_layers=1, d_state=16, d_conv=4, expand_factor=2, pscan=True)
     forward_block, reverse_block, norm = MambaBlock(cfg), MambaBlock(cfg), nn.LayerNorm(d_model)

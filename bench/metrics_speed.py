@@ -3,7 +3,7 @@ import json
 import random
 import time
 
-from amr.metrics import evaluate_predictions
+from amr.evaluation.metrics import evaluate_predictions
 
 
 def main() -> None:

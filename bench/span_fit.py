@@ -37,14 +37,15 @@ def main() -> None:
 
     from torch.utils.data import Subset
 
-    from amr.data import MomentDataset, collate_moments, eval_loader
-    from amr.metrics import evaluate_predictions
-    from amr.model import build_criterion, build_model
-    from amr.params import Params
-    from amr.predict import ground_truth_records, run_inference
-    from amr.train import seed_everything
-    from amr.training.checkpoint import load_checkpoint
-    from amr.training.loop import build_optimizer, weighted_total
+    from amr.config.params import Params
+    from amr.data.dataset import MomentDataset, collate_moments, eval_loader
+    from amr.engine.checkpoint import load_checkpoint
+    from amr.engine.loop import build_optimizer, weighted_total
+    from amr.engine.predict import ground_truth_records, run_inference
+    from amr.engine.train import seed_everything
+    from amr.evaluation.metrics import evaluate_predictions
+    from amr.losses import build_criterion
+    from amr.model import build_model
 
     params = Params.load(args.params)
     cfg, train_cfg = params.system(args.system), params.train

@@ -6,7 +6,7 @@ preset, so the Mamba scan uses its C kernel; building it, if not cached, happens
 warm-up step). Each system runs in its own subprocess so that its peak resident memory is its
 own. The figure is the median step time: a shared machine's occasional stalls do not move it.
 Like training on CPU, the step uses the fused AdamW and keeps freed memory for reuse
-(``amr.training.cpu_memory``); ``--no-keep-freed-memory`` measures glibc's default behaviour, and
+(``amr.engine.cpu_memory``); ``--no-keep-freed-memory`` measures glibc's default behaviour, and
 the per-step system time and page faults printed show what that costs.
 
     python bench/train_step.py [--steps 5] [--systems baseline slot1 slot2 slot3] [--no-keep-freed-memory]
@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 BATCH, FRAMES, TOKENS, WINDOWS = 32, 300, 32, 5
 
@@ -62,14 +63,17 @@ def measure(system: str, steps: int, keep_memory: bool) -> dict:
 
     import torch
 
-    from amr.model import build_criterion, build_model, slot_configs
-    from amr.training.loop import build_optimizer
-    from amr.training.cpu_memory import keep_freed_memory
+    from amr.config.params import Params
+    from amr.engine.cpu_memory import keep_freed_memory
+    from amr.engine.loop import build_optimizer
+    from amr.losses import build_criterion
+    from amr.model import build_model
 
     # as training does on CPU (train.cpu_keep_freed_memory)
     kept = keep_freed_memory() if keep_memory else False
     torch.manual_seed(0)
-    cfg = slot_configs()[system]
+    params = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", preset="paper")  # the report's widths
+    cfg = params.system(system)
     model, criterion = build_model(cfg), build_criterion(cfg)
     optimiser = build_optimizer(list(model.parameters()), 1e-4, 1e-4, torch.device("cpu"))
     batch = synthetic_batch(cfg)

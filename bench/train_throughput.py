@@ -27,16 +27,20 @@ def main() -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from amr.config import DataConfig
-    from amr.data import MomentDataset, collate_moments, eval_loader, pack_split
+    from amr.config.params import Params
+    from amr.config.schema import DataConfig
+    from amr.data.dataset import MomentDataset, collate_moments, eval_loader
     from amr.data.demo import DemoSizes, make_demo_dataset
-    from amr.model import build_criterion, build_model, slot_configs
-    from amr.predict import run_inference
-    from amr.training.loop import weighted_total
+    from amr.data.pack import pack_split
+    from amr.engine.loop import weighted_total
+    from amr.engine.predict import run_inference
+    from amr.losses import build_criterion
+    from amr.model import build_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    systems = slot_configs()
+    params = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", preset="paper")
+    systems = {name: params.system(name) for name in params.trained_systems()}
     names = [n for n in args.systems.split(",") if n]
     unknown = [n for n in names if n not in systems]
     if unknown:

@@ -3,9 +3,9 @@ seed spread, results by stratum, and the figures, from the per-query results of 
 import argparse
 from dataclasses import dataclass
 
-from amr.config import AnalysisConfig
-from amr.dag import stage_main
-from amr.evaluation import SystemRuns, system_runs
+from amr.config.schema import AnalysisConfig
+from amr.pipeline.stage import stage_main
+from amr.reporting.systems import SystemRuns, system_runs
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def configure(params, args) -> Job:
 
 
 def run(job: Job) -> None:
-    from amr.analysis.pipeline import run_analysis
+    from amr.reporting.analysis import run_analysis
 
     for path in run_analysis(list(job.systems), list(job.comparisons), job.analysis, job.clip_length):
         print(f"wrote {path}", flush=True)

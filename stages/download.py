@@ -4,8 +4,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from amr.config import DownloadSource
-from amr.dag import stage_main
+from amr.config.schema import DownloadSource
+from amr.pipeline.stage import stage_main
 
 
 @dataclass(frozen=True)

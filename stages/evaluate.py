@@ -2,8 +2,8 @@
 (+ breakdowns, per-seed spread and the system's parameter counts)."""
 import argparse
 
-from amr.dag import stage_main
-from amr.evaluation import SystemRuns, system_runs
+from amr.pipeline.stage import stage_main
+from amr.reporting.systems import SystemRuns, system_runs
 
 
 def parser() -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def configure(params, args) -> SystemRuns:
 
 
 def run(job: SystemRuns) -> None:
-    from amr.evaluation import evaluate_system
+    from amr.reporting.systems import evaluate_system
 
     print(f"{job.name}: {evaluate_system(job)}", flush=True)
 

@@ -4,8 +4,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from amr.config import ExtractSource
-from amr.dag import stage_main
+from amr.config.schema import ExtractSource
+from amr.pipeline.stage import stage_main
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def configure(params, args) -> Job:
 
 def run(job: Job) -> None:
     from amr.data.annotations import DataError
-    from amr.device import choose_device
+    from amr.engine.device import choose_device
     from amr.extract.backends import ExtractError, make_backend
     from amr.extract.run import Settings, dataset_inputs, extract_all
 

@@ -3,8 +3,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from amr.config import DataConfig, DataSource
-from amr.dag import stage_main
+from amr.config.schema import DataConfig, DataSource
+from amr.pipeline.stage import stage_main
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,14 @@ def configure(params, args) -> Job:
 
 
 def run(job: Job) -> None:
-    from amr.data.sources import (demo_layout, describe_features, extract_layout,
-                                  layout_from_params, pack_all)
-    from amr.pipeline import DEMO_DIR, FEATURES_DIR
+    from amr.config.paths import DEMO_DIR, FEATURES_DIR
+    from amr.data.sources import (
+        demo_layout,
+        describe_features,
+        extract_layout,
+        layout_from_params,
+        pack_all,
+    )
 
     root, source = Path.cwd(), job.source
     if source.source == "demo":

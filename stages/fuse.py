@@ -3,8 +3,8 @@ proposals (report §3.6)."""
 import argparse
 from dataclasses import dataclass
 
-from amr.config import SaliencyProposalsConfig
-from amr.dag import stage_main
+from amr.config.schema import SaliencyProposalsConfig
+from amr.pipeline.stage import stage_main
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ def configure(params, args) -> Job:
 
 
 def run(job: Job) -> None:
-    from amr.fuse import fuse_files
-    from amr.pipeline import PREDICT_SPLITS, predictions
+    from amr.config.paths import PREDICT_SPLITS, predictions
+    from amr.engine.fuse import fuse_files
 
     for split in PREDICT_SPLITS:
         members = [predictions(job.base, split, seed) for seed in job.seeds]

@@ -2,9 +2,9 @@
 import argparse
 from dataclasses import dataclass
 
-from amr.config import SubmissionConfig
-from amr.dag import stage_main
-from amr.evaluation import SystemRuns, system_runs
+from amr.config.schema import SubmissionConfig
+from amr.pipeline.stage import stage_main
+from amr.reporting.systems import SystemRuns, system_runs
 
 
 @dataclass(frozen=True)
@@ -27,18 +27,24 @@ def configure(params, args) -> Job:
 def run(job: Job) -> None:
     import sys
 
-    from amr.evaluation import table1
-    from amr.pipeline import METRICS_DIR, PREDICT_SPLITS, SUBMISSION_DIR, ground_truth, metrics_file
-    from amr.submission.package import SystemInputs, build_submission
-    from amr.submission.validate import validate_submission
+    from amr.config.paths import (
+        METRICS_DIR,
+        PREDICT_SPLITS,
+        SUBMISSION_DIR,
+        ground_truth,
+        metrics_file,
+    )
+    from amr.reporting.submission.package import SystemInputs, build_submission
+    from amr.reporting.submission.validate import validate_submission
+    from amr.reporting.systems import table1
 
     inputs = [SystemInputs(runs.name, runs.evaluation_predictions, metrics_file(runs.name),
                            METRICS_DIR / f"{runs.name}.info.json") for runs in job.submitted]
     table = table1(list(job.table), "")
     rows = [{"system": r.label, **r.metrics, "marks": r.marks} for r in table.rows]
     eval_list = ground_truth(PREDICT_SPLITS["evaluation"])
-    from amr.io import read_json
-    from amr.pipeline import FEATURES_DIR
+    from amr.config.paths import FEATURES_DIR
+    from amr.util.io import read_json
 
     zip_path = build_submission(inputs, job.team, eval_list, SUBMISSION_DIR, table_rows=rows,
                                 table_notes=table.note, features=read_json(FEATURES_DIR / "extractor.json"))

@@ -3,8 +3,8 @@ evaluation list."""
 import argparse
 from dataclasses import dataclass
 
-from amr.config import InferenceConfig
-from amr.dag import stage_main
+from amr.config.schema import InferenceConfig
+from amr.pipeline.stage import stage_main
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ def configure(params, args) -> Job:
 def run(job: Job) -> None:
     import json
 
-    from amr.pipeline import PREDICT_SPLITS, ground_truth, packed, predictions, run_dir
-    from amr.predict import predict_split
+    from amr.config.paths import PREDICT_SPLITS, ground_truth, packed, predictions, run_dir
+    from amr.engine.predict import predict_split
 
     checkpoint = run_dir("finetune", job.system, job.seed) / "best.pt"
     for split, packed_name in PREDICT_SPLITS.items():

@@ -3,8 +3,8 @@ curves for `dvc plots`."""
 import argparse
 from dataclasses import dataclass
 
-from amr.dag import stage_main
-from amr.evaluation import SystemRuns, system_runs
+from amr.pipeline.stage import stage_main
+from amr.reporting.systems import SystemRuns, system_runs
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def configure(params, args) -> Job:
-    from amr.profiles import budget_label
+    from amr.config.presets import budget_label
 
     caption = (f"Results on development-testing ({budget_label(params)} budget, "
                f"{params.value('data.source')} data)")
@@ -26,9 +26,9 @@ def configure(params, args) -> Job:
 
 
 def run(job: Job) -> None:
-    from amr.evaluation import r1_by_length_rows, table1, training_curves
-    from amr.pipeline import REPORTS_DIR
-    from amr.tables import write_table
+    from amr.config.paths import REPORTS_DIR
+    from amr.reporting.systems import r1_by_length_rows, table1, training_curves
+    from amr.reporting.tables import write_table
 
     for path in write_table(table1(list(job.systems), job.caption), REPORTS_DIR / "table1"):
         print(f"wrote {path}")
@@ -44,7 +44,7 @@ def run(job: Job) -> None:
 def write_csv(path, rows: list[dict], columns: list[str] | None = None) -> None:
     import csv
 
-    from amr.io import atomic_path
+    from amr.util.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns or list(rows[0]), lineterminator="\n")

@@ -2,8 +2,8 @@
 import argparse
 from dataclasses import dataclass
 
-from amr.config import ScheduleConfig, SystemConfig, TrainConfig
-from amr.dag import stage_main
+from amr.config.schema import ScheduleConfig, SystemConfig, TrainConfig
+from amr.pipeline.stage import stage_main
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ def configure(params, args) -> Job:
 
 
 def run(job: Job) -> None:
-    from amr.pipeline import packed, run_dir
-    from amr.train import train_stage
+    from amr.config.paths import packed, run_dir
+    from amr.engine.train import train_stage
 
     name = job.system.name
     if job.stage == "pretrain":

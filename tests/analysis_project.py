@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from projectkit import copy_project
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -28,16 +27,16 @@ def improved(records: list[dict], gt: dict[str, dict], count: int, seed: int) ->
 
 
 def build(root: Path, params) -> Path:
-    from amr.evaluation import evaluate_system, system_runs
-    from amr.pipeline import PREDICT_SPLITS, ground_truth, run_dir
-    from amr.prediction_files import saliency_path, write_predictions, write_saliency
+    from amr.config.paths import PREDICT_SPLITS, ground_truth, run_dir
+    from amr.evaluation.prediction_files import saliency_path, write_predictions, write_saliency
+    from amr.reporting.systems import evaluate_system, system_runs
 
     copy_project(root)
     gt_path = root / ground_truth(PREDICT_SPLITS["test"])
     gt_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(FIXTURES / "castella_val_release.jsonl", gt_path)
-    gt = {json.loads(l)["qid"]: json.loads(l) for l in gt_path.read_text().splitlines()}
-    base = [json.loads(l) for l in (FIXTURES / "baseline_castella_val_preds.jsonl").read_text().splitlines()]
+    gt = {json.loads(line)["qid"]: json.loads(line) for line in gt_path.read_text().splitlines()}
+    base = [json.loads(line) for line in (FIXTURES / "baseline_castella_val_preds.jsonl").read_text().splitlines()]
     cwd = os.getcwd()
     os.chdir(root)
     try:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from amr.params import Params, read_params_file
+from amr.config.params import Params, read_params_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

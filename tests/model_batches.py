@@ -11,10 +11,20 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from amr.config import SystemConfig
+from amr.config.schema import SystemConfig
 from amr.data.dataset import saliency_targets
 
 SALIENCY_PAIRS = 2  # the authors' loader draws two (inside, outside) pairs per query
+
+
+def report_systems() -> dict[str, SystemConfig]:
+    """The trained systems of the repository's params.yaml at the report's widths (paper preset)."""
+    from pathlib import Path
+
+    from amr.config.params import Params
+
+    params = Params.load(Path(__file__).resolve().parents[1] / "params.yaml", preset="paper")
+    return {name: params.system(name) for name in params.trained_systems()}
 
 
 def small_config(**components: bool) -> SystemConfig:

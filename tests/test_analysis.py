@@ -6,10 +6,21 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from amr.analysis.queries import official_means, query_table, read_query_table, strata, write_query_table
-from amr.analysis.stats import benjamini_hochberg, bootstrap_interval, mcnemar_exact, sign_flip_test
-from amr.metrics import LENGTH_BUCKETS, evaluate_predictions, load_jsonl
-from amr.prediction_files import PredictionFileError, read_predictions
+from amr.evaluation.analysis.queries import (
+    official_means,
+    query_table,
+    read_query_table,
+    strata,
+    write_query_table,
+)
+from amr.evaluation.analysis.stats import (
+    benjamini_hochberg,
+    bootstrap_interval,
+    mcnemar_exact,
+    sign_flip_test,
+)
+from amr.evaluation.metrics import LENGTH_BUCKETS, evaluate_predictions, load_jsonl
+from amr.evaluation.prediction_files import PredictionFileError, read_predictions
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PREDS = FIXTURES / "baseline_castella_val_preds.jsonl"
@@ -134,7 +145,6 @@ def test_benjamini_hochberg_equals_scipy():
 # ------------------------------------------------------------------ the analysis stage
 def test_analysis_stage_writes_tables_and_figures(tmp_path, params):
     import pandas as pd
-
     from analysis_project import build
     from projectkit import run_stage
 
@@ -198,9 +208,10 @@ def test_compare_prints_a_table_and_one_json_line(tmp_path, capsys):
 
 def test_table1_marks_significant_differences_to_the_row_above(tmp_path, params, monkeypatch):
     from analysis_project import build
-    from amr.analysis.pipeline import run_analysis
-    from amr.evaluation import system_runs, table1
-    from amr.tables import to_markdown
+
+    from amr.reporting.analysis import run_analysis
+    from amr.reporting.systems import system_runs, table1
+    from amr.reporting.tables import to_markdown
 
     root = build(tmp_path / "project", params)
     monkeypatch.chdir(root)
@@ -217,8 +228,9 @@ def test_table1_marks_significant_differences_to_the_row_above(tmp_path, params,
 
 def test_table2_rows_get_the_paired_interval_against_their_selected_row(baseline_table):
     from analysis_project import improved
-    from amr import ablations
-    from amr.config import AnalysisConfig
+
+    from amr.config.schema import AnalysisConfig
+    from amr.reporting import ablations
 
     records = read_predictions(PREDS)
     gt = {d["qid"]: d for d in load_jsonl(GT)}

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from amr import ablations, cluster
 from projectkit import dvc, git, project_env, tiny_project
+
+from amr.pipeline import cluster
+from amr.reporting import ablations
 
 SLOT1_WITHOUT_RERANK = ["systems.slot1.rerank.enabled=false"]
 # a training row of the real grid's kind (G1), a row with the same training and an inference-only
@@ -106,14 +107,14 @@ def test_submit_without_submitit_names_the_install(monkeypatch, capsys):
     from amr.cli import main
 
     monkeypatch.setitem(sys.modules, "submitit", None)  # `import submitit` raises ImportError
-    params = Path(ablations.__file__).resolve().parents[1] / "params.yaml"
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
     assert main(["ablations", "submit", "--executor", "local", "--rows", "t2-dn-sigma003",
                  "--params", str(params)]) == 2
     assert capsys.readouterr().err == "error: submitit is not installed: pip install 'submitit>=1.5'\n"
 
 
 def test_only_rows_with_the_same_training_share_it():
-    params = Path(ablations.__file__).resolve().parents[1] / "params.yaml"
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
     assert cluster.shared_training(GRID[:2], [], params) == {"norerank-tau03": "norerank"}
     # rows whose training is the committed run's build on it directly, whatever they share
     only_inference = [ablations.Variant(f"tau{t}", "g", "τs", "slot4",

@@ -5,8 +5,8 @@ import platform
 
 import torch
 
-from amr.training.loop import build_optimizer
-from amr.training.cpu_memory import keep_freed_memory
+from amr.engine.cpu_memory import keep_freed_memory
+from amr.engine.loop import build_optimizer
 
 
 def test_keep_freed_memory_takes_effect_on_glibc():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from amr.config import DataConfig
+from amr.config.schema import DataConfig
 from amr.data.annotations import DataError
 from amr.data.dataset import MomentDataset, collate_moments
 from amr.data.pack import pack_split

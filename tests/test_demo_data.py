@@ -15,7 +15,7 @@ import pytest
 
 from amr.cli import main as amr_main
 from amr.data.demo import DemoSizes, _query_signature, make_demo_dataset, synthesise_features
-from amr.metrics import evaluate_predictions
+from amr.evaluation.metrics import evaluate_predictions
 
 SEED = 7
 SIZES = DemoSizes(
@@ -170,7 +170,7 @@ def test_planted_faults_are_present_and_counted(demo):
 
 
 def test_packs_like_real_data_with_the_same_fault_counts(demo, tmp_path):
-    from amr.config import DataConfig
+    from amr.config.schema import DataConfig
     from amr.data.pack import pack_split
 
     root, manifest = demo

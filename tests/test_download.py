@@ -14,10 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from amr.config.params import Params
+from amr.config.schema import (
+    DownloadSource,
+    EvaluationFiles,
+    FinetuneFiles,
+    LocalSource,
+    PretrainFiles,
+    RemoteFile,
+    ZenodoRecord,
+)
 from amr.data.download import DownloadError, fetch_all, unpack_archive
-from amr.config import (DownloadSource, EvaluationFiles, FinetuneFiles, LocalSource, PretrainFiles,
-                        RemoteFile, ZenodoRecord)
-from amr.params import Params
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from amr.model.dropout import Dropout, draw_seed, drop_mask, uniform15
+from amr.kernels.dropout import Dropout, draw_seed, drop_mask, uniform15
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -81,7 +81,7 @@ def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
     """The C pass draws the same mask as the torch ops and gives bit for bit what
     x.mul(scale).masked_fill_(drop, 0) gives, both ways; also for a non-contiguous input and for
     any number of threads."""
-    from amr.model import native
+    from amr.kernels import native
 
     assert native.native_available(), native.build_error()
     x = torch.randn(70, 33, 40, dtype=dtype).transpose(0, 2)  # non-contiguous, odd sizes
@@ -103,7 +103,7 @@ def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
 
 
 def test_torch_draws_in_pieces_equal_one_piece(monkeypatch):
-    from amr.model import dropout as dropout_module
+    from amr.kernels import dropout as dropout_module
 
     whole, _ = drop_mask(torch.Size([37, 101]), 0.2, 99)
     monkeypatch.setattr(dropout_module, "MASK_CHUNK", 500)  # 4 pieces of counters, the last one short
@@ -119,8 +119,11 @@ def test_cpu_kernels_knob_torch_never_builds_and_gives_the_same_training_step(mo
     in another order than the eager one."""
     import dataclasses
 
-    from amr.model import build_criterion, build_model, native
     from model_batches import make_batch, small_config
+
+    from amr.kernels import native
+    from amr.losses import build_criterion
+    from amr.model import build_model
 
     data = make_batch([30, 21, 17, 40], [[(3, 9)], [(0, 5), (12, 21)], [(16, 17)], [(10, 30)]])
     slot1 = small_config(coarse=True, rerank=True, cascade=True)
@@ -162,9 +165,11 @@ def test_auto_cpu_kernels_take_the_c_kernels_where_they_build(monkeypatch):
     torch ops where it does not, and the model says which."""
     import dataclasses
 
-    from amr.model import build_model, native
-    from amr.model.detector import cpu_kernels_in_use
     from model_batches import small_config
+
+    from amr.kernels import native
+    from amr.model import build_model
+    from amr.model.detector import cpu_kernels_in_use
 
     cfg = small_config(mamba=True)
     auto = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, cpu_kernels="auto"))

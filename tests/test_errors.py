@@ -3,7 +3,6 @@ file or key, never a traceback: the user has something to fix, not a bug to repo
 import json
 
 import pytest
-
 from projectkit import copy_project, run_stage
 
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import yaml
-
-from amr import ablations
 from projectkit import dvc, git, project_env, tiny_project
+
+from amr.reporting import ablations
 
 # one row of each kind the grid holds, on the tiny project's systems
 KINDS = [
@@ -68,7 +68,7 @@ def test_every_kind_of_table2_row_runs_in_the_queue(trained, monkeypatch):
     assert not {s for s in changed["inference"] if s.startswith(("pretrain", "finetune", "predict"))}
 
     # Table 2 from the experiments: own runs with an interval against the selected row, reuse marked
-    from amr.config import AnalysisConfig
+    from amr.config.schema import AnalysisConfig
 
     table = ablations.collect(shown, KINDS, query_results=ablations.git_query_results,
                               analysis=AnalysisConfig(resamples=200))

@@ -272,7 +272,7 @@ def test_faults_fail_strict_and_are_listed_otherwise(tmp_path, dataset, fault):
 
 
 def test_plugin_backend_from_module_factory(tmp_path, dataset):
-    from amr.config import ExtractSource, PluginBackendConfig
+    from amr.config.schema import ExtractSource, PluginBackendConfig
     from amr.extract.backends import make_backend
 
     (tmp_path / "plug").mkdir()

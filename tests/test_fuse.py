@@ -5,15 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from amr.config import SaliencyProposalsConfig
-from amr.fuse import (
-    FusionError,
-    fuse_files,
-    fuse_predictions,
-    rescaled_saliency,
-    saliency_proposals,
-)
-from amr.prediction_files import saliency_path
+from amr.config.schema import SaliencyProposalsConfig
+from amr.engine.fuse import FusionError, fuse_files, fuse_predictions
+from amr.evaluation.prediction_files import saliency_path
+from amr.model.saliency import rescaled_saliency, saliency_proposals
 
 
 def logit(p):

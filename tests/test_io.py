@@ -1,11 +1,11 @@
-"""amr.io.atomic_path: the one way every output file of the pipeline is written."""
+"""amr.util.io.atomic_path: the one way every output file of the pipeline is written."""
 import json
 import os
 import stat
 
 import pytest
 
-from amr.io import atomic_path, write_bytes_atomic, write_json, write_jsonl, write_text_atomic
+from amr.util.io import atomic_path, write_bytes_atomic, write_json, write_jsonl, write_text_atomic
 
 
 def test_target_is_replaced_atomically(tmp_path):

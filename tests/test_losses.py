@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_batches import small_config
 
 from amr.losses.boundary_contrast import boundary_contrast_loss, boundary_frames
 from amr.losses.criterion import SetCriterion, span_losses
 from amr.losses.denoising import denoising_losses
 from amr.losses.rerank import rerank_loss
 from amr.losses.saliency import margin_ranking, saliency_loss
-from model_batches import small_config
 
 torch.set_num_threads(1)
 

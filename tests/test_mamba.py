@@ -10,9 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amr.config import BackboneConfig, MambaConfig
-from amr.model import native
-from amr.model import selective_scan as scan_module
+from amr.config.params import Params
+from amr.config.schema import BackboneConfig, MambaConfig
+from amr.kernels import native
+from amr.kernels import selective_scan as scan_module
+from amr.kernels.selective_scan import ChunkedSelectiveScan, selective_scan
 from amr.model.mamba import (
     BidirectionalMambaEncoder,
     Mamba,
@@ -20,8 +22,6 @@ from amr.model.mamba import (
     conv_silu,
     reverse_valid_frames_index,
 )
-from amr.model.selective_scan import ChunkedSelectiveScan, selective_scan
-from amr.params import Params
 
 torch.set_num_threads(1)
 

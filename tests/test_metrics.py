@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amr.metrics import MetricsError, evaluate_predictions, load_jsonl
+from amr.evaluation.metrics import MetricsError, evaluate_predictions, load_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

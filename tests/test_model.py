@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_batches import make_batch, no_dropout, report_systems, select, small_config
 
 import amr.model.detector as detector_module
-from amr.metrics import evaluate_predictions
-from amr.model import build_criterion, build_model, count_parameters, slot_configs, with_components
+from amr.evaluation.metrics import evaluate_predictions
+from amr.losses import build_criterion
+from amr.model import build_model, count_parameters
 from amr.model.denoising import build_denoising_queries, denoising_attention_mask
 from amr.model.postprocess import predict_windows
-from model_batches import make_batch, no_dropout, select, small_config
 
 torch.set_num_threads(1)
 
@@ -63,10 +64,10 @@ def test_outputs_and_losses_of_every_slot(slot):
     data = batch()
     model.train()
     out = model(data)
-    b, q, l = len(LENGTHS), cfg.backbone.num_queries, max(LENGTHS)
+    b, q, frames = len(LENGTHS), cfg.backbone.num_queries, max(LENGTHS)
     assert out["pred_logits"].shape == (b, q, 2)
     assert out["pred_spans"].shape == (b, q, 2)
-    assert out["saliency"].shape == (b, l)
+    assert out["saliency"].shape == (b, frames)
     assert len(out["aux_outputs"]) == cfg.backbone.decoder_layers - 1
     assert ((out["pred_spans"] >= 0) & (out["pred_spans"] <= 1)).all()
     assert ("refined_spans" in out) == cfg.cascade.enabled
@@ -83,34 +84,6 @@ def test_outputs_and_losses_of_every_slot(slot):
     with torch.no_grad():
         evaluated = model(data)
     assert not {"coarse", "dn", "saliency_neg", "boundary_audio"} & set(evaluated)
-
-
-def test_slot_configs_switch_components():
-    cfgs = slot_configs()
-    assert list(cfgs) == ["baseline", "slot1", "slot2", "slot3"]
-    assert not any(getattr(cfgs["baseline"], c).enabled for c in SLOTS["slot3"])
-    for slot, comps in SLOTS.items():
-        for c in SLOTS["slot3"]:
-            assert getattr(cfgs[slot], c).enabled == (c in comps)
-    with pytest.raises(ValueError, match="unknown component"):
-        with_components(cfgs["baseline"], ["warp_drive"], "x")
-
-
-def test_baseline_parameter_count_at_report_widths():
-    # the authors' 7,123,237 also holds an unused text position table + LayerNorm (8,704)
-    counts = count_parameters(build_model(slot_configs()["baseline"]))
-    assert counts["trainable"] == counts["total"] == 7_114_533
-    slot1 = count_parameters(build_model(slot_configs()["slot1"]))
-    assert slot1["total"] - counts["total"] == 131_584  # the two re-ranking projections
-
-
-def test_cascade_adds_the_reported_parameters():
-    base = slot_configs()["slot1"]
-    with_cascade = with_components(base, ["coarse", "rerank", "cascade"], "x")
-    diff = count_parameters(build_model(with_cascade))["total"] - count_parameters(build_model(base))["total"]
-    # cross-attention 263,168 + FFN 256-512-256 262,912 + 2 LayerNorms 1,024
-    # + crop position table 401 x 256 + zero head Linear(256, 2) 514
-    assert diff == 263_168 + 262_912 + 1_024 + 401 * 256 + 514
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,9 +381,9 @@ def test_describe_model_prints_counts_per_system(capsys):
 def test_parameter_counts_match_the_authors_up_to_the_documented_differences():
     """Every system at the report's widths: this model + the listed differences = the authors'
     count, to the parameter (docs/model.md explains each difference)."""
-    from amr.commands.describe_model import REFERENCE_COUNTS, known_differences
+    from amr.cli.describe_model import REFERENCE_COUNTS, known_differences
 
-    for name, cfg in slot_configs().items():
+    for name, cfg in report_systems().items():
         ours = count_parameters(build_model(cfg))["total"]
         assert ours + sum(n for n, _ in known_differences(cfg)) == REFERENCE_COUNTS[name], name
 
@@ -419,7 +392,7 @@ def test_prelu_is_one_slope_per_transformer_layer_and_the_activation_is_a_knob()
     """QD-DETR's activation='prelu': one nn.PReLU in the FFN of each T2V, encoder and decoder
     layer (6 for the baseline, 4 once Mamba replaces the encoder); none in the cascade."""
     for name, expected in (("baseline", 6), ("slot2", 4), ("slot3", 4)):
-        model = build_model(slot_configs()[name])
+        model = build_model(report_systems()[name])
         prelus = [n for n, m in model.named_modules() if isinstance(m, torch.nn.PReLU)]
         assert len(prelus) == expected and all(p.endswith("ffn.activation") for p in prelus), prelus
         assert not any(p.startswith("cascade") for p in prelus)
@@ -435,7 +408,7 @@ def test_prelu_is_one_slope_per_transformer_layer_and_the_activation_is_a_knob()
     criterion(model(data), data)["loss_span"].backward()
     slope = model.t2v_layers[0].ffn.activation.weight
     assert slope.grad is not None and slope.grad.abs().item() > 0
-    from amr.config import BackboneConfig, ConfigError, from_dict
+    from amr.config.schema import BackboneConfig, ConfigError, from_dict
 
     with pytest.raises(ConfigError, match="model.activation: 'swish' is not allowed"):
         from_dict(BackboneConfig, {"activation": "swish"}, "model")
@@ -444,7 +417,7 @@ def test_prelu_is_one_slope_per_transformer_layer_and_the_activation_is_a_knob()
 def test_attention_dropout_path_equals_the_fused_attention_at_rate_zero_and_drops_weights():
     """With attention dropout the weights are computed explicitly (amr's Dropout on them, as
     nn.MultiheadAttention drops its weights); at p = 0 that path equals the fused one."""
-    from amr.model.dropout import Dropout
+    from amr.kernels.dropout import Dropout
     from amr.model.transformer import attend
 
     torch.manual_seed(0)

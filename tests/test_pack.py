@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from amr.config import DataConfig
+from amr.config.schema import DataConfig
 from amr.data.annotations import DataError
 from amr.data.pack import pack_split, report_path
 
@@ -233,8 +233,8 @@ def test_frame_count_far_from_the_duration_fails_strict(tmp_path, frames):
 def test_files_saved_with_a_utf8_byte_order_mark_pack_and_score(tmp_path):
     """Excel and Windows editors start UTF-8 files with a byte-order mark: annotation and
     prediction files that have one are read as if they had none."""
-    from amr.metrics import evaluate_predictions, load_jsonl
-    from amr.prediction_files import read_predictions
+    from amr.evaluation.metrics import evaluate_predictions, load_jsonl
+    from amr.evaluation.prediction_files import read_predictions
 
     ann, audio, text = write_split(tmp_path, HAND_BUILT, HAND_FRAMES)
     plain = pack_split(ann, audio, text, tmp_path / "plain.h5", CFG)

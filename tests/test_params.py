@@ -1,18 +1,19 @@
 """params.yaml -> typed configs: one loader, one merge rule, no dead or doubled knobs; Table 2."""
 import copy
-import json
 import dataclasses
 import inspect
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-import amr.config
-from amr import ablations, profiles
-from amr.config import COMPONENTS, ConfigError
-from amr.params import Params
-from amr.tables import Row, Table, to_csv, to_latex, to_markdown
+import amr.config.schema
+from amr.config import presets as profiles
+from amr.config.params import Params
+from amr.config.schema import COMPONENTS, ConfigError
+from amr.reporting import ablations
+from amr.reporting.tables import Row, Table, to_csv, to_latex, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,12 +82,12 @@ def test_a_system_value_wins_over_the_component_section_for_that_system_only(raw
     edited["systems"]["slot1"]["coarse"]["gamma"] = 0.5
     p = Params(edited)
     assert p.system("slot3").cascade.kappa == 0.1
-    assert p.system("slot1").cascade == amr.config.CascadeConfig()  # not enabled: the defaults
+    assert p.system("slot1").cascade == amr.config.schema.CascadeConfig()  # not enabled: the defaults
     assert p.system("slot1").coarse.gamma == 0.5  # systems.slot1.coarse.gamma wins for slot1
     assert p.system("slot2").coarse.gamma == 0.3  # the section's value everywhere else
     leaves = {}
     Params(edited, on_leaf=lambda path, cls, name: leaves.setdefault(path, set()).add((cls, name)))
-    assert leaves["systems.slot1.coarse.gamma"] == {(amr.config.CoarseConfig, "gamma")}
+    assert leaves["systems.slot1.coarse.gamma"] == {(amr.config.schema.CoarseConfig, "gamma")}
 
 
 def test_bad_params_are_named(raw):
@@ -151,8 +152,8 @@ def test_every_leaf_of_params_yaml_is_read_by_exactly_one_config_field(raw):
 
 
 def test_every_leaf_of_params_yaml_is_used_by_a_pipeline_stage(params, raw):
-    from amr import dag
-    from amr.params import NOT_STAGE_PARAMS
+    from amr.config.params import NOT_STAGE_PARAMS
+    from amr.pipeline import dag
 
     declared = set()
     for spec in dag.stage_specs(params):
@@ -165,8 +166,8 @@ def test_every_leaf_of_params_yaml_is_used_by_a_pipeline_stage(params, raw):
 
 
 def test_loaded_configs_cannot_be_overwritten():
-    classes = [c for _, c in inspect.getmembers(amr.config, inspect.isclass)
-               if dataclasses.is_dataclass(c) and c.__module__ == "amr.config"]
+    classes = [c for _, c in inspect.getmembers(amr.config.schema, inspect.isclass)
+               if dataclasses.is_dataclass(c) and c.__module__ == "amr.config.schema"]
     assert len(classes) > 20
     assert [c.__name__ for c in classes if not c.__dataclass_params__.frozen] == []
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -184,8 +185,9 @@ def test_a_dvc_set_param_reaches_the_training_job(tmp_path, override, read):
     """`dvc exp run -S KEY=VALUE` on a key the demo preset sets changes what training gets."""
     import argparse
 
-    from amr import dag
     from projectkit import apply_overrides
+
+    from amr.pipeline import dag
 
     path = tmp_path / "params.yaml"
     path.write_bytes((ROOT / "params.yaml").read_bytes())
@@ -294,7 +296,7 @@ def test_reused_rows_are_really_identical(raw, params):
     assert stripped == params.system("baseline")
 
 
-# ------------------------------------------------------------------ valid ranges (amr.constraints)
+# ------------------------------------------------------------------ valid ranges (amr.config.constraints)
 SECTION_OF = {  # dataclass -> where params.yaml holds one
     "DataConfig": "data", "DataSource": "data", "DemoSource": "data.demo", "DemoSizes": "data.demo.sizes",
     "DownloadSource": "data.download", "ExtractSource": "data.extract", "BackboneConfig": "model",
@@ -307,7 +309,7 @@ SECTION_OF = {  # dataclass -> where params.yaml holds one
 
 
 def _bad_value(constraint, current):
-    from amr import constraints as c
+    from amr.config import constraints as c
 
     if isinstance(constraint, c.OneOf):
         return "bogus"
@@ -324,13 +326,13 @@ def _bad_value(constraint, current):
     return bad
 
 
-CHECKED = [(owner, name) for owner, fields in __import__("amr.constraints", fromlist=["FIELDS"]).FIELDS.items()
+CHECKED = [(owner, name) for owner, fields in __import__("amr.config.constraints", fromlist=["FIELDS"]).FIELDS.items()
            for name in fields]
 
 
 @pytest.mark.parametrize("owner,name", CHECKED, ids=[f"{o}.{n}" for o, n in CHECKED])
 def test_every_constrained_knob_refuses_a_bad_value_naming_the_key(raw, params, owner, name):
-    from amr import constraints
+    from amr.config import constraints
 
     key = f"{SECTION_OF[owner]}.{name}"
     current = Params(raw).value(key)

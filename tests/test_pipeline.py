@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from amr import ablations, dag
-from amr.params import Params
 from projectkit import copy_project, dvc, git, run_stage
+
+from amr.config.params import Params
+from amr.pipeline import dag
+from amr.reporting import ablations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,10 +60,10 @@ def test_stage_deps_cover_every_module_its_script_imports(stages, name):
 
 def test_training_deps_include_the_c_kernels_and_the_matcher(stages):
     deps = stages["pretrain-slot3"]["deps"]
-    for path in ("amr/model/selective_scan_cpu.c", "amr/model/dropout_cpu.c", "amr/spans.py",
-                 "amr/config.py", "amr/params.py", "amr/metrics.py", "amr/io.py", "stages/train.py"):
+    for path in ("amr/kernels/selective_scan_cpu.c", "amr/kernels/dropout_cpu.c", "amr/model/spans.py",
+                 "amr/config/schema.py", "amr/config/params.py", "amr/evaluation/metrics.py", "amr/util/io.py", "stages/train.py"):
         assert covered(path, deps), path
-    for path in ("amr/spans.py", "amr/data/dataset.py", "amr/prediction_files.py"):
+    for path in ("amr/model/spans.py", "amr/data/dataset.py", "amr/evaluation/prediction_files.py"):
         assert covered(path, stages["predict-baseline"]["deps"]), path
 
 
@@ -170,7 +171,7 @@ def test_a_declared_superset_passes_an_undeclared_read_stops(tmp_path, params):
     root = copy_project(tmp_path / "project")
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
     pipeline["stages"]["pretrain-baseline"]["params"].append("cascade")
-    pipeline["stages"]["pretrain-baseline"]["deps"].append("amr/fuse.py")
+    pipeline["stages"]["pretrain-baseline"]["deps"].append("amr/engine/fuse.py")
     (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     assert dag.stale_stages(params, root / "dvc.yaml", root) == ""
     # the baseline switching the coarse branch on reads `coarse`, which its stages do not declare
@@ -184,10 +185,10 @@ def test_a_declared_superset_passes_an_undeclared_read_stops(tmp_path, params):
 def test_an_undeclared_code_dep_stops(tmp_path):
     root = copy_project(tmp_path / "project")
     stages = yaml.safe_load((root / "dvc.yaml").read_text())
-    stages["stages"]["predict-baseline"]["deps"].remove("amr/spans.py")
+    stages["stages"]["predict-baseline"]["deps"].remove("amr/model/spans.py")
     (root / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
     difference = dag.stale_stages(Params.load(root / "params.yaml"), root / "dvc.yaml", root)
-    assert difference == "stages that execute or read what they do not declare predict-baseline: ['amr/spans.py']"
+    assert difference == "stages that execute or read what they do not declare predict-baseline: ['amr/model/spans.py']"
 
 
 # ------------------------------------------------------------------ one definition of a system
@@ -281,13 +282,15 @@ def test_dvc_reruns_every_stage_that_executes_a_changed_module(recorded_project,
     def expected(module):
         return {n for n, st in stages.items() if covered(module, st["deps"])}
 
-    changed = _with_change(recorded_project, "amr/spans.py", lambda t: t + "\nMATCHER_CHANGED = 1\n")
+    changed = _with_change(recorded_project, "amr/model/spans.py", lambda t: t + "\nMATCHER_CHANGED = 1\n")
     training = {n for n in stages if n.startswith(("pretrain-", "finetune-"))}
     assert training <= {n.split("@")[0] for n in changed}
-    assert {n.split("@")[0] for n in changed} == expected("amr/spans.py")
-    changed = _with_change(recorded_project, "amr/fuse.py", lambda t: t + "\nFUSION_CHANGED = 1\n")
-    # the analysis stage draws saliency rescaled as the fusion rescales it
-    assert {n.split("@")[0] for n in changed} == expected("amr/fuse.py") == {"fuse-slot4", "analysis"}
+    assert {n.split("@")[0] for n in changed} == expected("amr/model/spans.py")
+    changed = _with_change(recorded_project, "amr/engine/fuse.py", lambda t: t + "\nFUSION_CHANGED = 1\n")
+    assert {n.split("@")[0] for n in changed} == expected("amr/engine/fuse.py") == {"fuse-slot4"}
+    # the analysis stage draws saliency rescaled as the fusion rescales it: one module for both
+    changed = _with_change(recorded_project, "amr/model/saliency.py", lambda t: t + "\nRESCALE_CHANGED = 1\n")
+    assert {"fuse-slot4", "analysis"} <= {n.split("@")[0] for n in changed} == expected("amr/model/saliency.py")
 
 
 def test_dvc_reruns_only_the_stages_that_read_a_changed_param(recorded_project):
@@ -303,3 +306,19 @@ def test_dvc_reruns_only_the_stages_that_read_a_changed_param(recorded_project):
         f"{kind}-{s}" for kind in ("pretrain", "finetune") for s in ("baseline", "slot1", "slot2", "slot3")
     } | {"tables"}  # the table caption names the budget: "demo + train.batch_size=8"
     shutil.rmtree(recorded_project / ".dvc" / "tmp", ignore_errors=True)
+
+
+@pytest.mark.parametrize("edit", [("  rerank_alpha: 1.0 ", "  rerank_alpha: 0.5 "),
+                                  ("  max_windows: 10\n", "  max_windows: 5\n"),
+                                  ("  clamp_slack: 2.0\n", "  clamp_slack: 1.0\n")],
+                         ids=["rerank_alpha", "max_windows", "clamp_slack"])
+def test_scoring_settings_never_retrain(recorded_project, edit):
+    """Model selection scores with a fixed rule (amr.engine.loop.SELECTION_SCORING), so every
+    inference.* knob only re-writes predictions and what reads them (docs/architecture.md)."""
+    old, new = edit
+    assert old in (recorded_project / "params.yaml").read_text()
+    changed = {n.split("@")[0] for n in _with_change(recorded_project, "params.yaml",
+                                                     lambda t: t.replace(old, new))}
+    assert changed, "the edit re-ran nothing"
+    # dvc status lists the stages whose own inputs changed; evaluation follows their outputs
+    assert all(n.startswith(("predict-", "fuse-")) for n in changed), changed

@@ -1,15 +1,13 @@
 """Post-processing of detector outputs into prediction records (SPEC §4)."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
-
-from amr.config import InferenceConfig
-from amr.model.postprocess import predict_windows
 from model_batches import small_config, with_switches
+
+from amr.config.schema import InferenceConfig
+from amr.model.postprocess import predict_windows
 
 
 def logits_for(p_fg: list[float]) -> torch.Tensor:

@@ -5,7 +5,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from trainkit import make_packed_splits, tiny_system
 
 
@@ -16,9 +15,9 @@ def splits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from amr.config import to_dict
+    from amr.config.schema import to_dict
+    from amr.engine.checkpoint import atomic_save
     from amr.model import build_model
-    from amr.training.checkpoint import atomic_save
 
     torch.manual_seed(0)
     cfg = tiny_system()
@@ -71,7 +70,7 @@ def test_predictions_and_saliency_follow_the_formats(split, splits, checkpoint, 
 
 
 def test_predict_is_deterministic_and_scores_with_gt(splits, checkpoint, tmp_path, capsys):
-    from amr.predict import predict_split
+    from amr.engine.predict import predict_split
 
     a = predict_split(checkpoint, splits["castella_val"], tmp_path / "a.jsonl", batch_size=4,
                       device="cpu", gt_path=splits["castella_val_jsonl"])
@@ -91,9 +90,9 @@ def test_predict_is_deterministic_and_scores_with_gt(splits, checkpoint, tmp_pat
 
 
 def test_predictions_feed_fusion(splits, checkpoint, tmp_path):
-    from amr.config import SaliencyProposalsConfig
-    from amr.fuse import fuse_files
-    from amr.predict import predict_split
+    from amr.config.schema import SaliencyProposalsConfig
+    from amr.engine.fuse import fuse_files
+    from amr.engine.predict import predict_split
 
     pred = tmp_path / "m.jsonl"
     predict_split(checkpoint, splits["evaluation"], pred, device="cpu")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from amr.prediction_files import (
+from amr.evaluation.prediction_files import (
     PredictionFileError,
     read_predictions,
     read_saliency,

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from amr import profiles
-from amr.cli import main as amr_main
-from amr.params import Params
 from projectkit import apply_overrides
+
+from amr.cli import main as amr_main
+from amr.config import presets as profiles
+from amr.config.params import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,9 +3,9 @@ import itertools
 import pytest
 import torch
 
-from amr.config import MatcherCosts
-from amr.spans import (
-    HungarianMatcher,
+from amr.config.schema import MatcherCosts
+from amr.model.matcher import HungarianMatcher
+from amr.model.spans import (
     cw_to_se,
     generalized_temporal_iou,
     paired_generalized_iou,

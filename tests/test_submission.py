@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from amr.cli import main as amr_main
-from amr.config import (
+from amr.config.params import load_submission
+from amr.config.schema import (
     AffiliationConfig,
     AuthorConfig,
     DataSource,
@@ -18,10 +19,14 @@ from amr.config import (
     SubmissionConfig,
     SubmittedSystemConfig,
 )
-from amr.params import load_submission
-from amr.submission import SubmissionError, SystemInputs, build_submission, validate_submission
-from amr.submission.package import round_window
-from amr.submission.report_pdf import render_report
+from amr.reporting.submission import (
+    SubmissionError,
+    SystemInputs,
+    build_submission,
+    validate_submission,
+)
+from amr.reporting.submission.package import round_window
+from amr.reporting.submission.report_pdf import render_report
 
 EVAL_LIST = Path(__file__).parent / "fixtures" / "eval_list.jsonl"
 METRICS = {"R1@0.5": 48.4, "R1@0.7": 31.03, "mAP": 25.82, "mAP@0.5": 43.33, "mAP@0.75": 24.94}
@@ -145,7 +150,7 @@ def test_meta_values_come_from_config_and_runs(tmp_path):
 
 def test_meta_names_the_feature_extractor(tmp_path):
     from amr.data.sources import describe_features
-    from amr.submission.package import with_feature_models
+    from amr.reporting.submission.package import with_feature_models
 
     source = DataSource(source="local", local=LocalSource(extractor="M2D-CLAP 2025 (ours)"))
     features = describe_features(source, tmp_path)
@@ -328,11 +333,11 @@ def test_cli_package_builds_and_validates(tmp_path, capsys):
 
 
 def test_cli_package_renames_an_invalid_zip(tmp_path, monkeypatch, capsys):
-    import amr.submission
+    import amr.reporting.submission
 
     (tmp_path / "params.yaml").write_text(PARAMS)
     runs = [write_run(tmp_path / "runs", "slot1"), write_run(tmp_path / "runs", "slot3")]
-    monkeypatch.setattr(amr.submission, "validate_submission",
+    monkeypatch.setattr(amr.reporting.submission, "validate_submission",
                         lambda zip_path, eval_list: ["task6/x: [layout] stray file"])
     args = ["package", "--params", str(tmp_path / "params.yaml"), "--eval-list", str(EVAL_LIST),
             "--out", str(tmp_path / "out")]

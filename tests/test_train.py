@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from projectkit import apply_overrides, copy_project, project_env, run_stage
 from trainkit import make_packed_splits, schedule, tiny_system, tiny_train
 
@@ -18,12 +17,32 @@ TESTS_DIR = Path(__file__).parent
 REPO = TESTS_DIR.parent
 
 # Runs one stage in a fresh interpreter (like a real `amr train`), so that a crash can be an
-# abrupt os._exit / SIGKILL and the resumed run starts from nothing but the files on disk.
+# abrupt os._exit / SIGKILL and the resumed run starts from nothing but the files on disk. The
+# faults are injected here, by wrapping two functions of amr.engine.train: `crash_after` ends the
+# process right after an epoch's checkpoints are on disk, `kill_at` (epoch, step) kills it with
+# SIGKILL after that optimiser step.
 TRAIN_SCRIPT = """
-import sys, torch
+import os, signal, sys, torch
 sys.path.insert(0, {tests!r})
 from trainkit import schedule, tiny_system, tiny_train
-from amr.train import train_stage
+import amr.engine.train as engine
+from amr.engine.train import train_stage
+crash_after, kill_at = {crash_after!r}, {kill_at!r}
+if crash_after:
+    save = engine._save_checkpoints
+    def save_then_exit(out_dir, trainee, run_record, state, *rest):
+        save(out_dir, trainee, run_record, state, *rest)
+        if state.epoch == crash_after:
+            os._exit(70)
+    engine._save_checkpoints = save_then_exit
+if kill_at:
+    one_epoch = engine.train_one_epoch
+    def one_epoch_then_kill(*args):
+        def on_step(step):
+            if (args[8] + 1, step) == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return one_epoch(*args, on_step=on_step)
+    engine.train_one_epoch = one_epoch_then_kill
 torch.set_num_threads(1)
 train_stage(tiny_system(), tiny_train(), schedule({epochs}), "pretrain", {train!r}, {val!r}, {out!r},
             seed=7, progress="plain", restart_on_mismatch={restart_on_mismatch})
@@ -33,11 +52,8 @@ train_stage(tiny_system(), tiny_train(), schedule({epochs}), "pretrain", {train!
 def run_training(splits, out, epochs=2, crash_after=None, kill_at=None, code_root=REPO,
                  restart_on_mismatch=False):
     env = project_env(code_root)
-    if crash_after is not None:
-        env["AMR_CRASH_AFTER_EPOCH"] = str(crash_after)
-    if kill_at is not None:
-        env["AMR_KILL_AT_STEP"] = kill_at
-    script = TRAIN_SCRIPT.format(tests=str(TESTS_DIR), epochs=epochs, out=str(out),
+    script = TRAIN_SCRIPT.format(tests=str(TESTS_DIR), epochs=epochs, out=str(out), crash_after=crash_after,
+                                 kill_at=tuple(int(x) for x in kill_at.split(":")) if kill_at else None,
                                  train=str(splits["clotho_train"]), val=str(splits["clotho_val"]),
                                  restart_on_mismatch=restart_on_mismatch)
     return subprocess.run([sys.executable, "-c", script], cwd=code_root, env=env,
@@ -45,7 +61,7 @@ def run_training(splits, out, epochs=2, crash_after=None, kill_at=None, code_roo
 
 
 def checkpoint_digest(path):
-    from amr.training.checkpoint import load_checkpoint, state_digest
+    from amr.engine.checkpoint import load_checkpoint, state_digest
 
     return state_digest(load_checkpoint(path)["model"])
 
@@ -78,8 +94,8 @@ def test_outputs_of_a_stage(straight_run):
     assert info["ensemble"] is False and info["members"] == 1
     assert info["loss_function"] and all(isinstance(t, str) for t in info["loss_function"])
     # what produced the weights: the code digest, the configuration, the software
-    from amr.codegraph import code_digest
-    from amr.training.identity import TRAINING_ENTRY
+    from amr.engine.identity import TRAINING_ENTRY
+    from amr.util.codegraph import code_digest
 
     assert info["code_digest"] == code_digest([TRAINING_ENTRY]) and len(info["code_digest"]) == 64
     assert info["config"]["system"]["backbone"]["hidden_dim"] == 16
@@ -164,7 +180,7 @@ def test_fewer_epochs_than_trained_are_not_taken_from_a_longer_run(splits, strai
 
 
 def test_changed_config_is_refused_and_restart_starts_over(splits, straight_run, tmp_path):
-    from amr.train import TrainError, train_stage
+    from amr.engine.train import TrainError, train_stage
 
     out = tmp_path / "run"
     shutil.copytree(straight_run[0], out)
@@ -218,7 +234,7 @@ def test_a_code_change_restarts_the_run_and_a_comment_does_not(splits, straight_
 def test_finetune_starts_from_pretrained_weights(splits, straight_run, tmp_path):
     import dataclasses
 
-    from amr.train import TrainError, train_stage
+    from amr.engine.train import TrainError, train_stage
 
     init = straight_run[0] / "best.pt"
     with pytest.raises(TrainError, match="no epoch"):  # zero epochs: nothing would be selected
@@ -250,7 +266,7 @@ def _ddp_worker(rank, world_size, port, splits, out, results):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DVC_NO_ANALYTICS="1")
     sys.path.insert(0, str(TESTS_DIR))
-    from amr.train import train_stage
+    from amr.engine.train import train_stage
 
     torch.set_num_threads(1)
     summary = train_stage(tiny_system(), tiny_train(), schedule(1), "pretrain", splits["clotho_train"],
@@ -284,7 +300,7 @@ def test_cli_rejects_unknown_system(splits, tmp_path, capsys):
 def test_cli_trains_from_a_params_file(splits, tmp_path, capsys):
     import argparse
 
-    from amr.commands import train as train_command
+    from amr.cli import train as train_command
 
     params = tmp_path / "params.yaml"
     params.write_text(
@@ -344,7 +360,7 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
 
     import numpy as np
 
-    from amr.training.checkpoint import atomic_save, capture_rng_state, restore_rng_state
+    from amr.engine.checkpoint import atomic_save, capture_rng_state, restore_rng_state
 
     random.seed(3)
     np.random.seed(4)

@@ -9,8 +9,13 @@ import pytest
 import yaml
 
 from amr.cli import main as amr_main
-from amr.config import AffiliationConfig, AuthorConfig, SubmissionConfig, SubmittedSystemConfig
-from amr.submission import SystemInputs, build_submission, validate_submission
+from amr.config.schema import (
+    AffiliationConfig,
+    AuthorConfig,
+    SubmissionConfig,
+    SubmittedSystemConfig,
+)
+from amr.reporting.submission import SystemInputs, build_submission, validate_submission
 
 EVAL_LIST = Path(__file__).parent / "fixtures" / "eval_list.jsonl"
 PDF = "task6/Choi_KAIST_task6.technical_report.pdf"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from amr.config import DataConfig, ScheduleConfig, SystemConfig, TrainConfig
+from amr.config.schema import DataConfig, ScheduleConfig, SystemConfig, TrainConfig
 
 TINY_SIZES = dict(
     clotho_train_queries=24, clotho_val_queries=8, castella_train_queries=8,
@@ -15,8 +15,8 @@ TINY_SIZES = dict(
 
 def make_packed_splits(root: Path) -> dict[str, Path]:
     """Demo data -> packed HDF5 splits: clotho_train, clotho_val, castella_val, evaluation."""
-    from amr.data import pack_split
     from amr.data.demo import DemoSizes, make_demo_dataset
+    from amr.data.pack import pack_split
 
     demo = root / "demo"
     manifest = make_demo_dataset(demo, seed=3, sizes=DemoSizes(**TINY_SIZES))
@@ -38,9 +38,9 @@ def make_packed_splits(root: Path) -> dict[str, Path]:
 
 def tiny_system(name: str = "slot3") -> SystemConfig:
     """The named slot with every width shrunk so that a CPU epoch takes well under a second."""
-    from amr.model import slot_configs
+    from model_batches import report_systems
 
-    cfg = slot_configs()[name]
+    cfg = report_systems()[name]
     return dataclasses.replace(
         cfg,
         backbone=dataclasses.replace(cfg.backbone, hidden_dim=16, heads=2, ffn_dim=32, num_queries=4,

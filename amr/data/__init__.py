@@ -1,17 +1,9 @@
-"""Data layer: annotation JSONL, npz features, the packed HDF5 split, Dataset, collate and the
-evaluation loader."""
-from amr.data.annotations import DataError, Query, read_annotations
-from amr.data.dataset import MomentDataset, collate_moments, eval_loader
-from amr.data.pack import pack_split, report_path, summary_line
+"""Layer 2, data: annotation JSONL (``annotations``), npz features (``features``), the packed
+HDF5 split (``pack``), the torch Dataset and collate (``dataset``), the demo data (``demo``), the
+feature sources of ``data.source`` (``sources``) and the official downloads (``download``).
 
-__all__ = [
-    "DataError",
-    "MomentDataset",
-    "Query",
-    "collate_moments",
-    "eval_loader",
-    "pack_split",
-    "read_annotations",
-    "report_path",
-    "summary_line",
-]
+Import the module you need: this package imports nothing itself, so that packing features does
+not pull in torch.
+
+May import: amr.util, amr.config.
+"""

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from amr.errors import AmrError
-from amr.io import iter_jsonl
+from amr.util.errors import AmrError
+from amr.util.io import iter_jsonl
 
 
 class DataError(AmrError, ValueError):

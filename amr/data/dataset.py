@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from amr.config import DataConfig
+from amr.config.schema import DataConfig
 from amr.data.annotations import DataError
 from amr.data.pack import FORMAT_VERSION
 

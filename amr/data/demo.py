@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amr.config import DemoSizes
+from amr.config.schema import DemoSizes
 
 FEATURE_DIM = 768  # audio frame width (M2D-CLAP)
 TEXT_DIM = 768  # text token-state width (BERT)

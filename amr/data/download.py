@@ -35,8 +35,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
-from amr.config import DownloadSource, RemoteFile, ZenodoRecord
-from amr.errors import AmrError
+from amr.config.schema import DownloadSource, RemoteFile, ZenodoRecord
+from amr.util.errors import AmrError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 CHUNK = 1 << 20

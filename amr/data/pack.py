@@ -47,7 +47,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from amr.config import DataConfig
+from amr.config.schema import DataConfig
 from amr.data.annotations import DataError, Query, read_annotations
 from amr.data.features import (
     AUDIO_KEY,
@@ -56,7 +56,7 @@ from amr.data.features import (
     load_feature_file,
     text_feature_path,
 )
-from amr.io import atomic_path, write_json
+from amr.util.io import atomic_path, write_json
 
 FORMAT_VERSION = 1
 FAULTS = (

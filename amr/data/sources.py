@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from amr.config import ConfigError, DataConfig
-from amr.pipeline import SPLITS
+from amr.config.schema import ConfigError, DataConfig
+from amr.config.paths import SPLITS
 
 
 @dataclass
@@ -75,7 +75,7 @@ OFFICIAL_FEATURES = "MS-CLAP 2023 (official DCASE 2026 Task 6 features, Zenodo)"
 
 
 def describe_features(source, root: Path) -> dict:
-    """Which extractor made the features of ``source`` (a :class:`amr.config.DataSource`):
+    """Which extractor made the features of ``source`` (a :class:`amr.config.schema.DataSource`):
     ``name``, ``backend``, ``checkpoint_sha256`` and the meta file's ``audio_models`` /
     ``text_models`` wording."""
     import json
@@ -106,7 +106,7 @@ def pack_all(layout: dict[str, SplitSource], data_cfg: DataConfig, out_dir: Path
     """Pack every split into ``out_dir``, copy its annotation file beside it and record the
     extractor in ``out_dir/extractor.json``."""
     from amr.data.pack import pack_split, summary_line
-    from amr.io import write_json
+    from amr.util.io import write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = {}

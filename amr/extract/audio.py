@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amr.errors import AmrError
+from amr.util.errors import AmrError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 

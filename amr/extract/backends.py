@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amr.errors import AmrError
-from amr.config import ExtractSource
+from amr.config.schema import ExtractSource
+from amr.util.errors import AmrError
 
 
 class ExtractError(AmrError, RuntimeError):
@@ -84,9 +84,11 @@ def _token_vector(token: str, dim: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # m2d: the authors' recipe (SPEC §2.1)
 # ---------------------------------------------------------------------------------------------
-def find_portable_m2d(repo: Path) -> Path:
-    from amr.pipeline import PORTABLE_M2D
+# where a clone of the M2D repository keeps portable_m2d.py (data.extract.m2d.repo), first found
+PORTABLE_M2D = ("examples/portable_m2d.py", "portable_m2d.py")
 
+
+def find_portable_m2d(repo: Path) -> Path:
     for candidate in (repo / name for name in PORTABLE_M2D):
         if candidate.is_file():
             return candidate

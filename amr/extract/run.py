@@ -27,11 +27,17 @@ from pathlib import Path
 import numpy as np
 
 from amr.data.annotations import DataError, read_annotations
-from amr.data.features import AUDIO_KEY, TEXT_KEY, audio_feature_path, load_feature_file, text_feature_path
+from amr.data.features import (
+    AUDIO_KEY,
+    TEXT_KEY,
+    audio_feature_path,
+    load_feature_file,
+    text_feature_path,
+)
 from amr.extract.audio import AudioError, cut_windows, decode
 from amr.extract.backends import EmptyText, ExtractError
 from amr.extract.inputs import AudioRef, index_locations
-from amr.io import atomic_path, write_json
+from amr.util.io import atomic_path, write_json
 
 FAULTS = (
     "location_missing",  # an audio location in params does not exist
@@ -151,8 +157,14 @@ def _decode_windows(ref: AudioRef, sample_rate: int, window: int):
 
 
 def _progress(enabled: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -337,7 +349,7 @@ def extract_all(datasets: list[DatasetInputs], folder: Path, backend, backend_ki
 
 
 def dataset_inputs(cfg, root: Path) -> list[DatasetInputs]:
-    """The three datasets of ``data.extract`` (an :class:`amr.config.ExtractSource`), paths
+    """The three datasets of ``data.extract`` (an :class:`amr.config.schema.ExtractSource`), paths
     resolved against ``root``."""
     from amr.data.sources import resolve
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from amr.spans import cw_to_se
+from amr.model.spans import cw_to_se
 
 
 def boundary_frames(spans, span_mask, lengths, k: int):

@@ -20,12 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amr.config import SystemConfig
+from amr.config.schema import SystemConfig
 from amr.losses.boundary_contrast import boundary_contrast_loss
 from amr.losses.denoising import denoising_losses
 from amr.losses.rerank import rerank_loss
 from amr.losses.saliency import saliency_loss
-from amr.spans import HungarianMatcher, cw_to_se, paired_generalized_iou
+from amr.model.matcher import HungarianMatcher
+from amr.model.spans import cw_to_se, paired_generalized_iou
 
 FOREGROUND, BACKGROUND = 0, 1
 

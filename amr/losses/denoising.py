@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from amr.spans import cw_to_se, paired_generalized_iou
+from amr.model.spans import cw_to_se, paired_generalized_iou
 
 FOREGROUND, BACKGROUND = 0, 1
 

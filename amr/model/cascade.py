@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amr.config import CascadeConfig
+from amr.config.schema import CascadeConfig
 from amr.model.heads import span_frame_interval
 from amr.model.transformer import Attention, FeedForward
-
 
 MIN_WIDTH = 1e-3
 

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from amr.config import SystemConfig
+from amr.config.schema import SystemConfig
 from amr.model.cascade import CascadeRefiner
 from amr.model.denoising import build_denoising_queries, denoising_attention_mask
 from amr.model.heads import BoundaryProjection, RerankHead, masked_mean
@@ -80,7 +80,7 @@ def select_cpu_kernels(module: nn.Module, choice: str) -> None:
     conv): ``native`` (C kernels built at first use), ``torch`` (torch ops only) or ``auto``
     (native where the system C compiler builds them). Results are the same either way."""
     if choice == "auto":
-        from amr.model import native
+        from amr.kernels import native
 
         use_native = native.native_available()
     else:
@@ -92,7 +92,7 @@ def select_cpu_kernels(module: nn.Module, choice: str) -> None:
 
 def cpu_kernels_in_use(module: nn.Module) -> str:
     """``native`` or ``torch``: how this model's CPU dropout and Mamba kernels run."""
-    from amr.model import native
+    from amr.kernels import native
 
     wants = any(getattr(m, "native_cpu_kernels", False) for m in module.modules())
     return "native" if wants and native.native_available() else "torch"

@@ -4,7 +4,7 @@
 sub-modules, parameter names, shapes, initialisation and forward arithmetic, so a state dict
 trained on GPU with mamba-ssm loads with ``strict=True`` and gives the same outputs here.
 On CUDA with mamba-ssm installed the fused ``selective_scan_fn`` kernel runs the scan; everywhere
-else the chunked scan of :mod:`amr.model.selective_scan` does.
+else the chunked scan of :mod:`amr.kernels.selective_scan` does.
 
 Parameters with a dedicated initialisation (``A_log``, ``D``, ``dt_proj.weight``,
 ``dt_proj.bias``) carry the attribute ``_no_reinit = True``: a model-wide re-initialisation (e.g.
@@ -23,9 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from amr.config import MambaConfig
-from amr.model import native
-from amr.model.selective_scan import fused_scan_available, selective_scan_time_major, use_fused_scan
+from amr.config.schema import MambaConfig
+from amr.kernels import native
+from amr.kernels.selective_scan import (
+    fused_scan_available,
+    selective_scan_time_major,
+    use_fused_scan,
+)
 
 # how a scan ran, as recorded in system_info.json
 SCAN_MAMBA_SSM = "mamba-ssm CUDA kernel"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from amr.config import InferenceConfig, SystemConfig
-from amr.spans import cw_to_se
+from amr.config.schema import InferenceConfig, SystemConfig
+from amr.model.spans import cw_to_se
 
 
 def window_scores(out: dict, cfg: SystemConfig, rerank_alpha: float = 1.0) -> torch.Tensor:

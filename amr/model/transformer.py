@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amr.model.dropout import Dropout
+from amr.kernels.dropout import Dropout
 from amr.model.position import sine_span_encoding
 
 

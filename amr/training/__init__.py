@@ -1,1 +1,0 @@
-"""Training machinery shared by ``amr train``: checkpoints, distributed setup, progress logs."""
