@@ -23,8 +23,9 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # standalone benchmarks; bench/demo_learning.py reads the outputs of `make repro`;
-# bench/learning_check.py and bench/span_fit.py (slow, need the real annotation files) run alone
-BENCHES := metrics_speed data_loading extract_speed mamba_scan train_step train_throughput
+# bench/learning_check.py and bench/span_fit.py (slow, need the real annotation files) and
+# bench/repro_stages.py (a whole timed `dvc repro` in a clone) run alone
+BENCHES := metrics_speed data_loading extract_speed mamba_scan train_step train_throughput demo_step grid_cost
 
 bench: install
 	$(BIN)/pip install -q -e ".[bench]"
