@@ -37,7 +37,7 @@ def packed_split(root: Path) -> Path:
     from amr.data.demo import DemoSizes, make_demo_dataset
     from amr.data.pack import pack_split
 
-    sizes = DemoSizes(clotho_train_queries=4, clotho_val_queries=4, castella_train_queries=96,
+    sizes = DemoSizes(clotho_train_queries=4, clotho_val_queries=4, castella_train_queries=192,  # 12 batches of 16: warm-up + --steps 8
                       castella_val_queries=64, castella_test_queries=4, evaluation_queries=4,
                       castella_min_duration=FRAMES, castella_max_duration=FRAMES, event_types=12)
     manifest = make_demo_dataset(root / "demo", seed=0, sizes=sizes)
