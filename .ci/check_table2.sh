@@ -35,7 +35,11 @@ amr ablations queue | tee "$WORK/queue.log"
 queued=$(grep -c " exp run --queue " "$WORK/queue.log" || true)
 [ "$queued" -ge 10 ] || fail "only $queued rows queued"
 dvc queue start -j 1 >/dev/null
-while dvc queue status 2>/dev/null | grep -qE " (Queued|Running) *$"; do sleep 10; done
+# (the status is read whole before grep: `grep -q` would close the pipe early and, under
+# pipefail, end the loop with dvc's SIGPIPE)
+while status=$(dvc queue status 2>/dev/null) && grep -qE " (Queued|Running) *$" <<< "$status"; do
+  sleep 10
+done
 dvc queue status
 failed=$(dvc queue status 2>/dev/null | grep -cE " Failed *$" || true)
 if [ "$failed" != 0 ]; then
@@ -51,7 +55,7 @@ cat reports/table2.md
 python - <<'PY'
 import csv
 
-from amr import ablations
+from amr.reporting import ablations
 from amr.reporting.tables import tex_escape
 
 rows = list(csv.DictReader(open("reports/table2.csv", encoding="utf-8")))
