@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 BATCH, FRAMES, TOKENS, WINDOWS = 32, 300, 32, 5
 
 
@@ -40,8 +42,14 @@ def synthetic_batch(cfg, seed: int = 0) -> dict:
     starts = torch.randint(0, FRAMES - 40, (BATCH, WINDOWS), generator=gen)
     widths = torch.randint(2, 40, (BATCH, WINDOWS), generator=gen)
     spans = torch.stack([(starts + widths / 2) / FRAMES, widths / FRAMES], -1) * span_mask[..., None]
-    frames = torch.arange(FRAMES)[None, None]
-    inside = (frames >= starts[..., None]) & (frames < (starts + widths)[..., None]) & span_mask[..., None]
+    # saliency supervision as the loader gives it (loss.saliency_windows / loss.saliency_pairs)
+    from amr.data.dataset import saliency_targets
+
+    rng = np.random.default_rng(seed)
+    targets = [saliency_targets([(float(s), float(s + w)) for s, w, m in zip(starts[i], widths[i], span_mask[i]) if m],
+                                FRAMES, 1.0, rng, cfg.loss.saliency_windows, cfg.loss.saliency_pairs)
+               for i in range(BATCH)]
+    saliency, pairs, pairs_valid = (torch.stack(parts) for parts in zip(*targets))
     return {
         "audio": torch.cat([feats, tef], -1),
         "audio_mask": torch.ones(BATCH, FRAMES, dtype=torch.bool),
@@ -50,7 +58,9 @@ def synthetic_batch(cfg, seed: int = 0) -> dict:
         "lengths": torch.full((BATCH,), FRAMES),
         "spans": spans,
         "span_mask": span_mask,
-        "saliency": inside.any(1).float(),
+        "saliency": saliency,
+        "saliency_pairs": pairs,
+        "saliency_pairs_valid": pairs_valid,
         "qid": [f"q{i}" for i in range(BATCH)],
         "vid": [f"v{i}" for i in range(BATCH)],
         "query": ["q"] * BATCH,
