@@ -55,19 +55,11 @@ def measure(system: str, steps: int) -> dict:
         optimiser = build_optimizer(list(model.parameters()), 1e-4, 1e-4, torch.device("cpu"))
         model.train()
 
-        def step() -> None:
-            terms = criterion(model(batch), batch)
-            loss = sum(criterion.weight_dict[k] * v for k, v in terms.items())
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-            optimiser.step()
-
-        step()  # warm-up: allocations, optimiser state, the C kernels
+        train_step.training_step(model, criterion, optimiser, batch)  # warm-up: allocations, kernels
         times = []
         for _ in range(steps):
             start = time.perf_counter()
-            step()
+            train_step.training_step(model, criterion, optimiser, batch)
             times.append(time.perf_counter() - start)
         counter = FlopCounterMode(display=False)
         with counter:

@@ -68,6 +68,18 @@ def synthetic_batch(cfg, seed: int = 0) -> dict:
     }
 
 
+def training_step(model, criterion, optimiser, batch) -> None:
+    """One step as training takes it: forward, weighted loss terms, backward, clip 0.1, AdamW."""
+    import torch
+
+    terms = criterion(model(batch), batch)
+    loss = sum(criterion.weight_dict[k] * v for k, v in terms.items())
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+    optimiser.step()
+
+
 def measure(system: str, steps: int, keep_memory: bool) -> dict:
     import resource
 
@@ -90,12 +102,7 @@ def measure(system: str, steps: int, keep_memory: bool) -> dict:
     model.train()
 
     def step() -> None:
-        terms = criterion(model(batch), batch)
-        loss = sum(criterion.weight_dict[k] * v for k, v in terms.items())
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        optimiser.step()
+        training_step(model, criterion, optimiser, batch)
 
     step()  # warm-up: allocations, optimiser state, the scan kernel
     times, system_s, faults = [], [], []
