@@ -23,6 +23,7 @@ oracle R1@0.5 and the encoder memory's frame-to-frame variation; a seed whose sc
 below a tenth of another seed's is flagged as collapsed.
 
     python bench/learning_check.py --data DIR [--seeds 2023 42] [--systems baseline slot3] [--quick]
+    python bench/learning_check.py --work DIR --merge DIR_A DIR_B   # runs made in parallel
 
 Budget (full): 800 + 200 Clotho-Moment queries, the whole CASTELLA train and validation splits
 and 400 CASTELLA test queries, params.yaml's epochs, batch size and rates. ``--quick``: a quarter
@@ -292,6 +293,24 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def merge_runs(parts: list[Path], work: Path) -> None:
+    """One summary (and curves folder) in ``work`` from finished runs on the same data."""
+    import shutil
+
+    summaries = [json.loads((part / "learning_check.json").read_text()) for part in parts]
+    for other in summaries[1:]:
+        if other["references"] != summaries[0]["references"] or other["quick"] != summaries[0]["quick"]:
+            raise SystemExit("--merge: the runs were made on different data (their references differ)")
+    merged = {**summaries[0], "seconds": max(s["seconds"] for s in summaries),
+              "systems": {k: v for s in summaries for k, v in s["systems"].items()},
+              "collapsed": {k: v for s in summaries for k, v in s["collapsed"].items()}}
+    (work / "curves").mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        for curve in (part / "curves").glob("*.csv"):
+            shutil.copy2(curve, work / "curves" / curve.name)
+    (work / "learning_check.json").write_text(json.dumps(merged, indent=1) + "\n")
+
+
 # ---------------------------------------------------------------------------------------------
 def parse_overrides(values: list[str], kind) -> dict:
     """``pretrain=30 finetune=40`` -> {"pretrain": 30, "finetune": 40}."""
@@ -321,7 +340,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: params.yaml's)")
     ap.add_argument("--replot", action="store_true",
                     help="only redraw the figure and the table from the finished run in --work")
+    ap.add_argument("--merge", nargs="+", type=Path, default=[], metavar="WORK",
+                    help="combine finished runs of other systems (e.g. run in parallel, one per "
+                         "core) into --work, then redraw the figure and the table")
     args = ap.parse_args()
+    if args.merge:
+        merge_runs(args.merge, args.work)
+        args.replot = True
     if args.replot:
         summary = json.loads((args.work / "learning_check.json").read_text())
         print(report(summary))
