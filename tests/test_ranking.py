@@ -1,9 +1,15 @@
 """Ranking diagnostics (amr.evaluation.ranking): they tell a detector whose windows are good but
 whose scores do not order them from one that ranks them, and warn when scores collapse."""
+import numpy as np
 import pytest
 import torch
 
-from amr.evaluation.ranking import collapse_warning, memory_variation, ranking_diagnostics
+from amr.evaluation.ranking import (
+    average_ranks,
+    collapse_warning,
+    memory_variation,
+    ranking_diagnostics,
+)
 
 GT = [{"qid": "a", "vid": "v", "duration": 100.0, "relevant_windows": [[10.0, 14.0]]},
       {"qid": "b", "vid": "v", "duration": 100.0, "relevant_windows": [[50.0, 52.0], [80.0, 90.0]]}]
@@ -53,3 +59,13 @@ def test_a_collapse_warning_names_the_epoch():
     warning = collapse_warning(history)
     assert warning.startswith("warning: epoch 3:") and "0.2000 of epoch 1" in warning
     assert collapse_warning(history[:1]) is None  # nothing to compare with yet
+
+
+def test_average_ranks_are_scipys_rankdata():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 64, 333):
+        for distinct in (2, 5, 1000):  # many ties, some, almost none
+            values = rng.integers(0, distinct, n).astype(float)
+            assert np.array_equal(average_ranks(values), rankdata(values)), (n, distinct)

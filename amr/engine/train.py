@@ -76,9 +76,11 @@ def enable_determinism(device: torch.device) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         # a few CUDA kernels (scatter/index_add backward) have no deterministic version: warn
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.set_deterministic_debug_mode("warn")
     else:
-        torch.use_deterministic_algorithms(True)
+        torch.set_deterministic_debug_mode("error")
+    # = use_deterministic_algorithms(True[, warn_only]) without its import of torch._inductor
+    # (seconds per stage), whose setting only matters to torch.compile, which amr does not use
 
 
 def _worker_init(worker_id: int) -> None:

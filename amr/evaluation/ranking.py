@@ -17,7 +17,6 @@ over a recording's real frames, averaged over recordings (0: the same vector at 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 TOP = 10
 IOU_THRESHOLD = 0.5
@@ -35,10 +34,24 @@ def window_ious(windows: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return (inter / np.maximum(union, 1e-12)).max(1)
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (``scipy.stats.rankdata``'s default), in
+    numpy: importing scipy.stats would cost every training and evaluation stage a second."""
+    values = np.asarray(values)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]  # first position of each run of ties
+    group = np.cumsum(starts) - 1
+    bounds = np.r_[np.flatnonzero(starts), len(values)]  # each group's [first, end) positions
+    ranks = np.empty(len(values))
+    ranks[order] = 0.5 * (bounds[group] + bounds[group + 1] + 1)
+    return ranks
+
+
 def spearman(scores: np.ndarray, ious: np.ndarray) -> float:
     if len(scores) < 2 or np.ptp(scores) == 0 or np.ptp(ious) == 0:
         return 0.0
-    return float(np.corrcoef(rankdata(scores), rankdata(ious))[0, 1])
+    return float(np.corrcoef(average_ranks(scores), average_ranks(ious))[0, 1])
 
 
 def ranking_diagnostics(records: list[dict], gt: list[dict]) -> dict[str, float]:

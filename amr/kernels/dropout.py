@@ -22,6 +22,8 @@ Off CPU (CUDA), and in eval mode, it is ``nn.functional.dropout`` itself.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,7 +79,9 @@ def drop_threshold(p: float) -> tuple[int, float]:
 
 
 # the torch-ops draws go this many counters at a time: their int32 temporaries stay in cache
-MASK_CHUNK = 1 << 16
+MASK_CHUNK = 1 << 17
+# the two 16-bit halves of an int32, in memory order, are its low then its high field here
+_LOW_HALF_FIRST = sys.byteorder == "little"
 
 
 def drop_mask(shape: torch.Size, p: float, seed: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, float]:
@@ -86,15 +90,18 @@ def drop_mask(shape: torch.Size, p: float, seed: int, device: torch.device | str
     threshold, scale = drop_threshold(p)
     numel = shape.numel()
     pairs = (numel + 1) // 2
-    drop = torch.empty(pairs, 2, dtype=torch.bool, device=device)
+    drop = torch.empty(2 * pairs, dtype=torch.bool, device=device)
     for start in range(0, pairs, MASK_CHUNK):
         count = min(MASK_CHUNK, pairs - start)
         h = pair_hashes(seed, count, start, device)
-        # the low field of each hash draws the even element, the high field the odd one;
-        # comparing the masked high field with threshold << 16 spares a shift
-        torch.lt(h & FIELD, threshold, out=drop[start: start + count, 0])
-        torch.lt(h & (FIELD << 16), threshold << 16, out=drop[start: start + count, 1])
-    return drop.flatten()[:numel].view(shape), scale
+        # element 2c draws the low field of hash c, element 2c + 1 the high one: on a
+        # little-endian machine viewing the hashes as int16 lays the fields out in element order
+        if _LOW_HALF_FIRST:
+            fields = h.view(torch.int16)
+        else:
+            fields = torch.stack([h, h >> 16], 1).flatten()
+        torch.lt(fields & FIELD, threshold, out=drop[2 * start: 2 * (start + count)])
+    return drop[:numel].view(shape), scale
 
 
 def _use_kernel(x: torch.Tensor, native_kernel: bool) -> bool:

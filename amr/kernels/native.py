@@ -184,14 +184,6 @@ def _real(value: float, dtype: torch.dtype):
     return ctypes.c_float(value) if dtype == torch.float32 else ctypes.c_double(value)
 
 
-# below this many elements one thread is faster than waking a second one
-PARALLEL_MIN_ELEMENTS = 1 << 15
-
-
-def _threads(numel: int) -> ctypes.c_int:
-    return ctypes.c_int(torch.get_num_threads() if numel >= PARALLEL_MIN_ELEMENTS else 1)
-
-
 def dropout_forward(x, key: int, mult: int, threshold: int, scale: float):
     """x * scale where element i's counter-based draw from the stream (key, mult) is >=
     threshold, else 0; and the drop mask (bool). x contiguous."""
@@ -199,7 +191,7 @@ def dropout_forward(x, key: int, mult: int, threshold: int, scale: float):
     out, drop = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
     lib.dropout_forward(_ptr(x), ctypes.c_uint32(key), ctypes.c_uint32(mult), ctypes.c_uint32(threshold),
                         _real(scale, x.dtype), _ptr(out), _ptr(drop), ctypes.c_int64(x.numel()),
-                        _threads(x.numel()))
+                        ctypes.c_int(torch.get_num_threads()))
     return out, drop
 
 
@@ -208,5 +200,5 @@ def dropout_backward(grad, drop, scale: float):
     lib = _load()[grad.dtype]["dropout"]
     grad_x = torch.empty_like(grad)
     lib.dropout_backward(_ptr(grad), _ptr(drop), _real(scale, grad.dtype), _ptr(grad_x),
-                         ctypes.c_int64(grad.numel()), _threads(grad.numel()))
+                         ctypes.c_int64(grad.numel()), ctypes.c_int(torch.get_num_threads()))
     return grad_x
