@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the trained checkout: the whole Table-2 grid through DVC's queue, at a tiny budget.
 # In a copy: commit a 1 + 1-epoch budget and `dvc repro` it (the Table-1 runs the grid's reused
-# rows take), queue every row with `amr ablations queue`, run them with `dvc queue start -j 1`,
+# rows take), queue every row with `amr ablations queue`, run them with `dvc exp run --run-all`,
 # write Table 2 with `amr ablations table`, and check every row of reports/table2.{md,csv,tex}.
 set -euo pipefail
 export DVC_NO_ANALYTICS=1
@@ -34,12 +34,10 @@ git commit -qm "Table 1 at 1 + 1 epochs"
 amr ablations queue | tee "$WORK/queue.log"
 queued=$(grep -c " exp run --queue " "$WORK/queue.log" || true)
 [ "$queued" -ge 10 ] || fail "only $queued rows queued"
-dvc queue start -j 1 >/dev/null
-# (the status is read whole before grep: `grep -q` would close the pipe early and, under
-# pipefail, end the loop with dvc's SIGPIPE)
-while status=$(dvc queue status 2>/dev/null) && grep -qE " (Queued|Running) *$" <<< "$status"; do
-  sleep 10
-done
+# `--run-all` starts one worker and follows each row's log until the queue is empty. Polling
+# `dvc queue status` instead asks the worker for its state through celery's file broker, which
+# can race the worker's own reads and stop it (JSONDecodeError; treeverse/dvc-task#73).
+dvc exp run --run-all -j 1 > "$WORK/grid.log" 2>&1 || { tail -50 "$WORK/grid.log"; fail "dvc exp run --run-all"; }
 dvc queue status
 failed=$(dvc queue status 2>/dev/null | grep -cE " Failed *$" || true)
 if [ "$failed" != 0 ]; then

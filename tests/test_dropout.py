@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from amr.kernels.dropout import Dropout, draw_seed, drop_mask, uniform15
+from amr.kernels.dropout import Dropout, draw_seed, drop_mask, keep_scale, uniform15
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -79,7 +79,7 @@ def test_eval_mode_and_zero_rate_are_the_identity():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
     """The C pass draws the same mask as the torch ops and gives bit for bit what
-    x.mul(scale).masked_fill_(drop, 0) gives, both ways; also for a non-contiguous input and for
+    x.mul(scale).masked_fill_(drop, 0) gives (+0 where dropped), both ways; also for a non-contiguous input and for
     any number of threads."""
     from amr.kernels import native
 
@@ -97,6 +97,9 @@ def test_compiled_kernel_matches_the_torch_ops_exactly(monkeypatch, dtype):
 
     (y_kernel, g_kernel), (y_torch, g_torch) = run(True), run(False)
     assert torch.equal(y_kernel, y_torch) and torch.equal(g_kernel, g_torch)
+    # the same bits, also the sign of the zeros (torch.equal takes -0 for +0)
+    assert torch.equal(torch.signbit(y_kernel), torch.signbit(y_torch))
+    assert torch.equal(torch.signbit(g_kernel), torch.signbit(g_torch))
     y_one, g_one = run(True, threads=1)
     assert torch.equal(y_one, y_kernel) and torch.equal(g_one, g_kernel)
     assert 0.25 < (y_kernel == 0).double().mean().item() < 0.35
@@ -110,6 +113,10 @@ def test_torch_draws_in_pieces_equal_one_piece(monkeypatch):
     pieces, _ = drop_mask(torch.Size([37, 101]), 0.2, 99)
     assert torch.equal(whole, pieces)
     assert torch.equal(whole.flatten(), uniform15(99, 37 * 101) < round(0.2 * 2**15))
+    # the torch path's factor: the same mask, the scale where kept
+    factor = keep_scale(torch.Size([37, 101]), 0.2, 99, torch.float64)
+    assert torch.equal(factor == 0, whole)
+    assert torch.all(factor[~whole] == 1.0 / (1.0 - round(0.2 * 2**15) / 2**15))
 
 
 def test_cpu_kernels_knob_torch_never_builds_and_gives_the_same_training_step(monkeypatch):

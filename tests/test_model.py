@@ -355,8 +355,11 @@ def overfit(slot: str, steps: int) -> dict:
 
 @pytest.mark.parametrize("slot", list(SLOTS))
 def test_a_few_queries_are_memorised(slot):
-    # the re-ranking term also trains the encoder towards its own target: slower to memorise
-    metrics = overfit(slot, steps=150 if slot == "baseline" else 250)
+    # the re-ranking term also trains the encoder towards its own target: slower to memorise;
+    # Mamba (slots 2-3) slower still: at 250 steps one of three model seeds, or another CPU's
+    # rounding, leaves a query short of IoU 0.7; 350 steps memorise all four for every seed tried
+    steps = {"baseline": 150, "slot1": 250}.get(slot, 350)
+    metrics = overfit(slot, steps=steps)
     assert metrics["R1@0.7"] >= 90.0, metrics
 
 

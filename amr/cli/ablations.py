@@ -1,7 +1,7 @@
 """``amr ablations queue|table|submit|collect``: the report's Table 2 as DVC experiments."""
 from __future__ import annotations
 
-HELP = ("Queue the Table-2 grid as DVC experiments (`queue`, then `dvc queue start -j N`) or "
+HELP = ("Queue the Table-2 grid as DVC experiments (`queue`, then `dvc exp run --run-all -j N`) or "
         "collect `dvc exp show --json` into Table 2 (`table`: Markdown, CSV, LaTeX); on a cluster, "
         "one job per row (`submit`, settings in params.yaml `cluster:`), then `collect`.")
 
@@ -57,7 +57,7 @@ def run(args) -> int:
         cmds = ablations.queue(dvc=args.dvc, dry_run=args.dry_run, extra=args.set)
         print(f"{len(cmds)} experiment(s) queued of {len(ablations.GRID)} rows "
               "(the others reuse a Table-1 system or another row); run them with "
-              "`dvc queue start -j N`, then `amr ablations table`")
+              "`dvc exp run --run-all -j 1`, then `amr ablations table`")
         return 0
     from amr.config.params import Params
 
