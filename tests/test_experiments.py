@@ -35,6 +35,9 @@ def _locked_outs(text: str) -> dict:
     return {name: [o.get("md5") for o in stage.get("outs", [])] for name, stage in lock.items()}
 
 
+# about 6 minutes (a tiny `dvc repro`, then four queued rows): outside the default suite;
+# `pytest -m slow tests/test_experiments.py` runs it, and CI's .ci/check_table2.sh runs every row
+@pytest.mark.slow
 def test_every_kind_of_table2_row_runs_in_the_queue(trained, monkeypatch):
     monkeypatch.chdir(trained)
     for key, value in project_env(trained).items():
