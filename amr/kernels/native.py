@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from amr.util.io import user_cache_dir
+
 # library name -> (source, its entry points)
 SOURCES = {
     "scan": (Path(__file__).with_name("selective_scan_cpu.c"),
@@ -45,8 +47,7 @@ class NativeBuildError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "amr" / "native"
+    return user_cache_dir("native")
 
 
 def _cpu_signature() -> str:

@@ -53,6 +53,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/amr/<parts>`` (``~/.cache/amr/...``): what can be rebuilt from its key
+    (compiled kernels, parsed source facts), shared by every checkout and experiment workspace."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root, "amr", *parts)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
