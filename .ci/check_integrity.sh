@@ -3,8 +3,7 @@
 # each in its own copy: what DVC records is what ran.
 #  1. `dvc exp run -S train.batch_size=8` (a key the demo preset sets; at 1 + 1 epochs, to keep
 #     CI short) retrains with batch 8: the runs record it, the metrics change, Table 1 names the
-#     budget. Fewer epochs than the
-#     persisted run holds train afresh (not "already trained").
+#     budget. Fewer epochs than the persisted run holds train afresh (not "already trained").
 #  2. A comment in amr/model changes nothing; a one-line semantic change retrains from scratch.
 #  3. A new system in params.yaml + `amr pipeline sync` runs through `dvc repro` to Table 1.
 set -euo pipefail
